@@ -50,8 +50,12 @@ class Task:
 
 
 def normalize_name(name: str) -> str:
-    """Normalize a task or class spelling: lower case, runs of space/-/_ collapsed to ``_``."""
-    return re.sub(r"[\s\-_]+", "_", name.strip().lower())
+    """Normalize a task or class spelling for matching: lower case, no spaces, hyphens or underscores.
+
+    So ``"Partial collapse"``, ``"partial-collapse"`` and ``"partial_collapse"`` match, and so do
+    ``"Task 5"`` and ``"task5"``.
+    """
+    return re.sub(r"[\s\-_]+", "", name.strip().lower())
 
 
 TASKS: tuple[Task, ...] = (

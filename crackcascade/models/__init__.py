@@ -1,0 +1,1 @@
+"""LightningModules: the multi-task classifier (and weight loading)."""

@@ -1,0 +1,30 @@
+# The two set-up commands: `make demo` trains on built-in synthetic data, `make test` runs the suite.
+# Both create .venv and install crackcascade with pinned torch from constraints.txt when needed.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.crackcascade-installed
+
+.PHONY: demo test install lint clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/crackcascade fit --config configs/demo.yaml
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy crackcascade
+
+clean:
+	rm -rf $(VENV) logs lightning_logs data/synthetic .pytest_cache .ruff_cache .mypy_cache

@@ -1,0 +1,1 @@
+"""Datasets, data modules, transforms and the synthetic data generator."""

@@ -1,0 +1,350 @@
+"""Readers for the three Phi-Net on-disk formats.
+
+Each reader turns a root folder into an index: for every split, one :class:`Entry` per loader
+key (a task for the per-task formats, ``"manifest"`` for a CSV whose images carry several
+labels). Readers validate what they can cheaply (shapes, dtypes, label ranges, class folders,
+CSV columns, missing files) so that bad data fails at set-up with one line naming the file,
+never mid-epoch and never as a silently wrong label.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from crackcascade.data.io import check_files_exist, list_images
+from crackcascade.errors import DataError
+from crackcascade.labels import IGNORE_INDEX, TASK_NAMES, Task, get_task, normalize_name, task_index
+
+Format = Literal["auto", "arrays", "folders", "csv"]
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+SPLIT_ALIASES: dict[str, tuple[str, ...]] = {
+    "train": ("train", "training"),
+    "val": ("val", "valid", "validation"),
+    "test": ("test", "testing"),
+}
+MANIFEST_KEY = "manifest"
+
+
+@dataclass
+class Entry:
+    """Images of one split for one loader key.
+
+    Either ``x_path`` (a PHI array; ``labels`` holds the ``(N,)`` class indices of ``column``
+    for all N rows, and ``rows`` selects the rows of this split) or ``paths`` (image files;
+    ``labels`` holds an ``(N, len(TASK_NAMES))`` matrix).
+    """
+
+    labels: np.ndarray
+    x_path: Path | None = None
+    column: int = 0
+    rows: np.ndarray | None = None
+    paths: list[Path] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.labels) if self.rows is None else len(self.rows)
+
+    def subset(self, positions: np.ndarray) -> Entry:
+        """Return the entry restricted to the given positions (``0 <= p < len(self)``)."""
+        if self.x_path is not None:
+            # Array entries keep all labels and select rows, so every split shares one memory map.
+            rows = positions if self.rows is None else self.rows[positions]
+            return Entry(labels=self.labels, x_path=self.x_path, column=self.column, rows=rows)
+        return Entry(labels=self.labels[positions], paths=[self.paths[i] for i in positions])
+
+
+Index = dict[str, dict[str, Entry]]
+"""split -> loader key -> entry."""
+
+
+def detect_format(root: Path) -> Literal["arrays", "folders", "csv"]:
+    """Guess the format of a Phi-Net root folder.
+
+    Raises:
+        DataError: If the root is missing or holds none of the three formats.
+    """
+    if not root.is_dir():
+        raise DataError(f"data.root '{root}' does not exist or is not a folder; set --data.root to your data")
+    if (root / "train.csv").is_file():
+        return "csv"
+    subdirs = [d for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".")]
+    if any((d / "X_train.npy").is_file() for d in subdirs):
+        return "arrays"
+    if any(_find_dir(d, SPLIT_ALIASES["train"]) is not None for d in subdirs):
+        return "folders"
+    raise DataError(
+        f"data.root '{root}': no Phi-Net data found (expected train.csv, <task>/X_train.npy or "
+        "<task>/train/<class>/ images); see the README section 'Data formats'"
+    )
+
+
+def read_index(root: str | Path, fmt: Format, tasks: tuple[str, ...] | None) -> tuple[Index, tuple[str, ...]]:
+    """Read a Phi-Net root in any format.
+
+    Args:
+        root: Dataset root folder.
+        fmt: Format, or ``"auto"`` to detect it.
+        tasks: Canonical task names to load; None loads every task found.
+
+    Returns:
+        The index and the tasks it provides labels for, in official order.
+    """
+    root = Path(root)
+    kind = detect_format(root) if fmt == "auto" else fmt
+    if not root.is_dir():
+        raise DataError(f"data.root '{root}' does not exist or is not a folder; set --data.root to your data")
+    if kind == "csv":
+        return _read_csv_root(root, tasks)
+    reader = _read_array_task if kind == "arrays" else _read_folder_task
+    task_dirs = _task_dirs(root, tasks)
+    index: Index = {split: {} for split in SPLITS}
+    for task, task_dir in task_dirs.items():
+        for split, entry in reader(task_dir, get_task(task)).items():
+            index[split][task] = entry
+    missing = [task for task in task_dirs if task not in index["train"]]
+    if missing:
+        raise DataError(f"{task_dirs[missing[0]]}: no training data for task '{missing[0]}' in {kind} format")
+    return index, tuple(task_dirs)
+
+
+def _find_dir(parent: Path, names: tuple[str, ...]) -> Path | None:
+    wanted = {normalize_name(n) for n in names}
+    for child in sorted(parent.iterdir()):
+        if child.is_dir() and normalize_name(child.name) in wanted:
+            return child
+    return None
+
+
+def _task_dirs(root: Path, tasks: tuple[str, ...] | None) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for child in sorted(root.iterdir()):
+        if not child.is_dir() or child.name.startswith("."):
+            continue
+        try:
+            task = get_task(child.name)
+        except KeyError:
+            continue
+        found.setdefault(task.name, child)
+    if tasks is None:
+        if not found:
+            raise DataError(f"data.root '{root}': no task folders found (expected names like {', '.join(TASK_NAMES)})")
+        return {t: found[t] for t in TASK_NAMES if t in found}
+    for name in tasks:
+        if name not in found:
+            names = ", ".join((name, *get_task(name).aliases))
+            raise DataError(
+                f"data.root '{root}': no folder for task '{name}' (looked for {names}); "
+                "add it or choose the tasks you have with --data.tasks"
+            )
+    return {t: found[t] for t in tasks}
+
+
+def _read_array_task(task_dir: Path, task: Task) -> dict[str, Entry]:
+    entries: dict[str, Entry] = {}
+    for split in SPLITS:
+        for alias in SPLIT_ALIASES[split]:
+            x_path = task_dir / f"X_{alias}.npy"
+            if x_path.is_file():
+                n = _check_x_array(x_path)
+                labels = _read_y_array(task_dir, alias, task, n)
+                entries[split] = Entry(labels=labels, x_path=x_path, column=task_index(task.name))
+                break
+    if "train" not in entries:
+        raise DataError(f"{task_dir}: task folder has no X_train.npy; PHI arrays need X_train.npy and y_train.npy")
+    return entries
+
+
+def _check_x_array(x_path: Path) -> int:
+    try:
+        x = np.load(x_path, mmap_mode="r", allow_pickle=False)
+    except Exception as err:
+        raise DataError(f"{x_path}: cannot read array ({err}); re-save it with numpy.save") from None
+    if x.ndim != 4 or x.shape[-1] != 3 or x.dtype != np.uint8:
+        raise DataError(
+            f"{x_path}: expected uint8 images of shape (N, H, W, 3), got {x.dtype} {tuple(x.shape)}; "
+            "convert with x.astype(np.uint8) in NHWC order"
+        )
+    return int(x.shape[0])
+
+
+def _read_y_array(task_dir: Path, split: str, task: Task, n: int) -> np.ndarray:
+    candidates = [task_dir / f"y_{split}.npy", task_dir / f"Y_{split}.npy"]
+    y_path = next((p for p in candidates if p.is_file()), None)
+    if y_path is None:
+        raise DataError(f"{task_dir}: X_{split}.npy has no label file y_{split}.npy (or Y_{split}.npy)")
+    try:
+        y = np.load(y_path, allow_pickle=False)
+    except Exception as err:
+        raise DataError(f"{y_path}: cannot read array ({err}); re-save it with numpy.save") from None
+    labels = decode_labels(y, task, str(y_path))
+    if len(labels) != n:
+        raise DataError(f"{y_path}: {len(labels)} labels for {n} images in X_{split}.npy; they must match")
+    return labels
+
+
+def decode_labels(y: np.ndarray, task: Task, source: str) -> np.ndarray:
+    """Turn integer or one-hot labels into validated class indices.
+
+    Args:
+        y: ``(N,)`` or ``(N, 1)`` integers, or ``(N, C)`` one-hot rows.
+        task: The task the labels belong to (gives C).
+        source: File named in errors.
+
+    Raises:
+        DataError: On a wrong shape, non-integer values, one-hot rows that do not sum to one,
+            or labels outside ``[0, C)``.
+    """
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim == 2:
+        if y.shape[1] != task.num_classes:
+            raise DataError(
+                f"{source}: one-hot labels have {y.shape[1]} columns but task '{task.name}' has "
+                f"{task.num_classes} classes ({', '.join(task.classes)})"
+            )
+        if not np.all((y == 0) | (y == 1)) or not np.all(y.sum(axis=1) == 1):
+            bad = int(np.flatnonzero(~np.all((y == 0) | (y == 1), axis=1) | (y.sum(axis=1) != 1))[0])
+            raise DataError(f"{source}: one-hot row {bad} is not a single 1 among 0s; fix the label")
+        return np.argmax(y, axis=1).astype(np.int64)
+    if y.ndim != 1:
+        raise DataError(f"{source}: labels must be (N,), (N, 1) or one-hot (N, C), got shape {tuple(y.shape)}")
+    if y.dtype.kind not in "iub" and not np.all(np.mod(y, 1) == 0):
+        raise DataError(f"{source}: labels must be whole numbers, got dtype {y.dtype}")
+    labels = y.astype(np.int64)
+    bad_mask = (labels < 0) | (labels >= task.num_classes)
+    if bad_mask.any():
+        row = int(np.flatnonzero(bad_mask)[0])
+        raise DataError(
+            f"{source}: label {labels[row]} at row {row} is out of range for task '{task.name}' "
+            f"({task.num_classes} classes: {', '.join(task.classes)})"
+        )
+    return labels
+
+
+def _read_folder_task(task_dir: Path, task: Task) -> dict[str, Entry]:
+    entries: dict[str, Entry] = {}
+    column = task_index(task.name)
+    for split in SPLITS:
+        split_dir = _find_dir(task_dir, SPLIT_ALIASES[split])
+        if split_dir is None:
+            continue
+        paths: list[Path] = []
+        labels: list[int] = []
+        for class_dir in sorted(split_dir.iterdir()):
+            if class_dir.name.startswith("."):
+                continue
+            if not class_dir.is_dir():
+                continue
+            try:
+                label = task.class_index(class_dir.name)
+            except KeyError:
+                raise DataError(
+                    f"{class_dir}: '{class_dir.name}' is not a class of task '{task.name}'; "
+                    f"class folders must be named {', '.join(task.classes)}"
+                ) from None
+            files = list_images(class_dir)
+            paths.extend(files)
+            labels.extend([label] * len(files))
+        if not paths:
+            raise DataError(f"{split_dir}: no images in its class folders ({', '.join(task.classes)})")
+        matrix = np.full((len(paths), len(TASK_NAMES)), IGNORE_INDEX, dtype=np.int64)
+        matrix[:, column] = labels
+        entries[split] = Entry(labels=matrix, paths=paths)
+    if "train" not in entries:
+        raise DataError(f"{task_dir}: task folder has no train/ split with class folders")
+    return entries
+
+
+def _read_csv_root(root: Path, tasks: tuple[str, ...] | None) -> tuple[Index, tuple[str, ...]]:
+    index: Index = {split: {} for split in SPLITS}
+    provided: set[str] = set()
+    for split in SPLITS:
+        csv_path = next((root / f"{a}.csv" for a in SPLIT_ALIASES[split] if (root / f"{a}.csv").is_file()), None)
+        if csv_path is None:
+            continue
+        entry, columns = read_manifest(csv_path, tasks)
+        provided.update(columns)
+        if len(entry):
+            index[split][MANIFEST_KEY] = entry
+    if MANIFEST_KEY not in index["train"]:
+        raise DataError(f"{root / 'train.csv'}: no rows with labels for the selected tasks")
+    if tasks is not None:
+        absent = [t for t in tasks if t not in provided]
+        if absent:
+            raise DataError(f"{root / 'train.csv'}: no column for task '{absent[0]}'; add it or drop it from --data.tasks")
+        return index, tasks
+    return index, tuple(t for t in TASK_NAMES if t in provided)
+
+
+def read_manifest(csv_path: Path, tasks: tuple[str, ...] | None) -> tuple[Entry, tuple[str, ...]]:
+    """Read a CSV manifest ``path,<task>,...`` whose cells are class names or indices.
+
+    Blank cells mean "not labelled for this task". Paths are relative to the CSV's folder
+    unless absolute. Rows without any label for the selected tasks are dropped.
+
+    Args:
+        csv_path: The manifest.
+        tasks: Tasks to keep; None keeps every task column.
+
+    Returns:
+        The entry and the task columns found in the file.
+
+    Raises:
+        DataError: Unknown column, unknown class, index out of range, or missing image.
+    """
+    with open(csv_path, newline="", encoding="utf-8-sig") as handle:
+        reader = csv.reader(handle)
+        header = next(reader, None)
+        if not header or normalize_name(header[0]) != "path":
+            raise DataError(f"{csv_path}: the first column must be 'path' (header: {header})")
+        columns: list[tuple[int, Task]] = []
+        for position, name in enumerate(header[1:], start=1):
+            try:
+                columns.append((position, get_task(name)))
+            except KeyError:
+                raise DataError(
+                    f"{csv_path}: unknown column '{name}'; columns are path and task names ({', '.join(TASK_NAMES)})"
+                ) from None
+        keep = [(pos, task) for pos, task in columns if tasks is None or task.name in tasks]
+        paths: list[Path] = []
+        rows: list[np.ndarray] = []
+        for line_number, row in enumerate(reader, start=2):
+            if not row or not any(cell.strip() for cell in row):
+                continue
+            if len(row) != len(header):
+                raise DataError(f"{csv_path}:{line_number}: {len(row)} cells for {len(header)} columns")
+            labels = np.full(len(TASK_NAMES), IGNORE_INDEX, dtype=np.int64)
+            for position, task in keep:
+                labels[task_index(task.name)] = _parse_cell(row[position], task, f"{csv_path}:{line_number}")
+            if (labels == IGNORE_INDEX).all():
+                continue
+            path = Path(row[0].strip())
+            paths.append(path if path.is_absolute() else csv_path.parent / path)
+            rows.append(labels)
+    check_files_exist(paths, str(csv_path))
+    matrix = np.stack(rows) if rows else np.zeros((0, len(TASK_NAMES)), dtype=np.int64)
+    return Entry(labels=matrix, paths=paths), tuple(t.name for _, t in columns)
+
+
+def _parse_cell(cell: str, task: Task, where: str) -> int:
+    text = cell.strip()
+    if text == "" or text.lower() in {"nan", "na", "none"}:
+        return IGNORE_INDEX
+    if text.lstrip("-").isdigit():
+        value = int(text)
+        if value == IGNORE_INDEX:
+            return IGNORE_INDEX
+        if not 0 <= value < task.num_classes:
+            raise DataError(
+                f"{where}: label {value} is out of range for task '{task.name}' "
+                f"({task.num_classes} classes: {', '.join(task.classes)})"
+            )
+        return value
+    try:
+        return task.class_index(text)
+    except KeyError as err:
+        raise DataError(f"{where}: {err.args[0]}") from None

@@ -1,0 +1,357 @@
+"""MultiTaskClassifier: one shared timm backbone, one linear head per Phi-Net task."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal, cast
+
+import pytorch_lightning as pl
+import timm
+import torch
+import torch.nn.functional as F  # noqa: N812
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_only
+from torch import Tensor, nn
+from torchmetrics.classification import MulticlassConfusionMatrix
+
+from crackcascade.errors import ConfigError
+from crackcascade.labels import IGNORE_INDEX, get_task, resolve_tasks, task_index
+from crackcascade.models.weights import load_weights
+
+Batch = dict[str, Any]
+STAGES: tuple[str, ...] = ("train", "val", "test")
+
+
+def collate_tasks(batch: Batch | dict[str, Batch | None]) -> Batch:
+    """Merge a CombinedLoader batch ``{task: samples}`` into one batch of samples.
+
+    Concatenating lets the backbone run once per step on every task's images; the label vectors
+    already say which task each image is labelled for.
+    """
+    if "image" in batch:
+        return batch
+    parts = [part for part in batch.values() if part is not None]
+    return {
+        "image": torch.cat([p["image"] for p in parts]),
+        "labels": torch.cat([p["labels"] for p in parts]),
+        "path": [path for p in parts for path in p["path"]],
+    }
+
+
+def masked_cross_entropy(
+    logits: dict[str, Tensor],
+    labels: Tensor,
+    weights: dict[str, float] | None = None,
+    label_smoothing: float = 0.0,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Cross-entropy per task over the images labelled for it, and their weighted sum.
+
+    Each task's loss is the mean over its labelled images (label ``-1`` means unknown). A task
+    with no labelled image in the batch contributes an exact zero that still depends on its
+    head, so every parameter takes part in the graph (DDP needs that).
+
+    Args:
+        logits: Task name -> ``(B, C_task)`` logits.
+        labels: ``(B, len(TASK_NAMES))`` label vectors.
+        weights: Task name -> loss weight (default 1).
+        label_smoothing: Passed to :func:`torch.nn.functional.cross_entropy`.
+
+    Returns:
+        The total loss and the per-task losses.
+    """
+    total = labels.new_zeros((), dtype=torch.float32)
+    per_task: dict[str, Tensor] = {}
+    for task, task_logits in logits.items():
+        target = labels[:, task_index(task)]
+        summed = F.cross_entropy(
+            task_logits.float(),
+            target,
+            ignore_index=IGNORE_INDEX,
+            reduction="sum",
+            label_smoothing=label_smoothing,
+        )
+        count = (target != IGNORE_INDEX).sum().clamp(min=1)
+        per_task[task] = summed / count
+        total = total + (1.0 if weights is None else weights.get(task, 1.0)) * per_task[task]
+    return total, per_task
+
+
+def scores_from_confusion(matrix: Tensor) -> tuple[Tensor, Tensor]:
+    """Accuracy and macro-F1 from a confusion matrix (rows = truth, columns = prediction).
+
+    Macro-F1 averages the classes that occur in the truth or the predictions, so a class absent
+    from a small validation set does not count as a zero.
+    """
+    matrix = matrix.double()
+    tp = matrix.diag()
+    support = matrix.sum(1)
+    predicted = matrix.sum(0)
+    accuracy = tp.sum() / matrix.sum().clamp(min=1)
+    present = (support + predicted) > 0
+    f1 = 2 * tp / (support + predicted).clamp(min=1)
+    return accuracy.float(), f1[present].mean().float() if present.any() else f1.new_zeros(()).float()
+
+
+class MultiTaskClassifier(pl.LightningModule):
+    """Shared timm backbone with one classification head per Phi-Net task (Bai et al., 2020).
+
+    Images arrive as ``uint8``; the module normalizes them with the backbone's pretrained mean
+    and std, so data pipelines never need to know the backbone.
+
+    Args:
+        backbone: timm model name (``resnet152`` in the paper; ``test_resnet`` for tests).
+        tasks: Tasks to give heads (names or aliases); None for all eight.
+        pretrained: Download timm's pretrained weights from its hub (needs the network).
+        pretrained_weights: Local backbone weights (.safetensors, .pth/.pt, or a Lightning
+            .ckpt of this class); loads offline, with an error if the keys do not match.
+        lr: Learning rate.
+        optimizer: ``sgd`` (the paper's, with ``momentum``), ``adamw`` or ``adam``.
+        momentum: SGD momentum.
+        weight_decay: Weight decay.
+        scheduler: ``cosine`` annealing over ``trainer.max_epochs``, or ``none``.
+        task_weights: Loss weight per task (default 1 each).
+        label_smoothing: Label smoothing of the cross-entropy.
+        dropout: Dropout before each head.
+        freeze_backbone_epochs: Train only the heads for this many epochs (backbone frozen, its
+            batch-norm statistics too), then everything.
+    """
+
+    mean: Tensor
+    std: Tensor
+
+    def __init__(
+        self,
+        backbone: str = "resnet152",
+        tasks: list[str] | None = None,
+        pretrained: bool = False,
+        pretrained_weights: str | None = None,
+        lr: float = 1e-3,
+        optimizer: Literal["sgd", "adamw", "adam"] = "sgd",
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        scheduler: Literal["none", "cosine"] = "none",
+        task_weights: dict[str, float] | None = None,
+        label_smoothing: float = 0.0,
+        dropout: float = 0.0,
+        freeze_backbone_epochs: int = 0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        try:
+            self.tasks = resolve_tasks(tasks)
+        except ValueError as err:
+            raise ConfigError(f"model.tasks: {err}") from None
+        if lr <= 0:
+            raise ConfigError(f"model.lr must be > 0, got {lr}")
+        self.task_weights = {get_task(k).name: float(v) for k, v in (task_weights or {}).items()}
+        unknown = set(self.task_weights) - set(self.tasks)
+        if unknown:
+            raise ConfigError(f"model.task_weights names tasks without a head: {', '.join(sorted(unknown))}")
+        try:
+            net: Any = timm.create_model(backbone, pretrained=pretrained, num_classes=0)
+        except RuntimeError as err:
+            raise ConfigError(f"model.backbone '{backbone}': {err}") from None
+        self.backbone = net
+        if pretrained_weights:
+            classifier = net.pretrained_cfg.get("classifier", "fc")
+            classifiers = classifier if isinstance(classifier, (list, tuple)) else [classifier]
+            load_weights(self.backbone, pretrained_weights, ignore_prefixes=[f"{c}." for c in classifiers])
+        features = int(net.num_features)
+        self.heads = nn.ModuleDict(
+            {t: nn.Sequential(nn.Dropout(dropout), nn.Linear(features, get_task(t).num_classes)) for t in self.tasks}
+        )
+        config = timm.data.resolve_model_data_config(self.backbone)
+        self.register_buffer("mean", torch.tensor(config["mean"]).view(1, 3, 1, 1) * 255, persistent=False)
+        self.register_buffer("std", torch.tensor(config["std"]).view(1, 3, 1, 1) * 255, persistent=False)
+        # Keyed "<stage>_cm": a ModuleDict key may not shadow nn.Module attributes such as "train".
+        self.confusion = nn.ModuleDict(
+            {
+                f"{stage}_cm": nn.ModuleDict(
+                    {
+                        t: MulticlassConfusionMatrix(get_task(t).num_classes, ignore_index=IGNORE_INDEX)
+                        for t in self.tasks
+                    }
+                )
+                for stage in STAGES
+            }
+        )
+        self.last_metrics: dict[str, dict[str, float]] = {}
+        self._data_tasks: set[str] = set(self.tasks)
+
+    def _confusion(self, stage: str, task: str) -> MulticlassConfusionMatrix:
+        return cast(MulticlassConfusionMatrix, self.confusion[f"{stage}_cm"][task])  # type: ignore[index]
+
+    def normalize(self, images: Tensor) -> Tensor:
+        """Map ``uint8`` images (or floats in ``[0, 255]``) to the backbone's normalized input."""
+        return (images.float() - self.mean) / self.std
+
+    def forward(self, images: Tensor) -> dict[str, Tensor]:
+        """Return logits per task for ``(B, 3, H, W)`` images (``uint8`` or float 0-255)."""
+        features = self.backbone(self.normalize(images))
+        return {t: head(features) for t, head in self.heads.items()}
+
+    def setup(self, stage: str) -> None:
+        """Check that the data's tasks all have a head (photos to predict carry no labels)."""
+        if stage == "predict" or self._trainer is None:
+            return
+        data_tasks = getattr(getattr(self.trainer, "datamodule", None), "tasks", ())
+        self._data_tasks = set(data_tasks or self.tasks)
+        missing = [t for t in data_tasks if t not in self.tasks]
+        if missing:
+            raise ConfigError(
+                f"data has labels for task '{missing[0]}' but model.tasks has no head for it; "
+                "add it to --model.tasks or remove it from --data.tasks"
+            )
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Record which heads were trained, so ``predict`` reports only those."""
+        checkpoint["crackcascade_trained_tasks"] = [t for t in self.tasks if t in self._data_tasks]
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore the trained tasks (checkpoints from other tools have every head trained)."""
+        self._data_tasks = set(checkpoint.get("crackcascade_trained_tasks", self.tasks))
+
+    def on_train_epoch_start(self) -> None:
+        """Freeze or unfreeze the backbone according to ``freeze_backbone_epochs``."""
+        frozen = self.current_epoch < self.hparams["freeze_backbone_epochs"]
+        self.backbone.requires_grad_(not frozen)
+        if frozen:
+            self.backbone.eval()
+
+    def _step(self, batch: Batch, stage: str) -> Tensor:
+        batch = collate_tasks(batch)
+        labels = batch["labels"]
+        logits = self(batch["image"])
+        loss, per_task = masked_cross_entropy(
+            logits, labels, self.task_weights, self.hparams["label_smoothing"] if stage == "train" else 0.0
+        )
+        size = len(labels)
+        self.log(f"{stage}_loss", loss, prog_bar=True, batch_size=size, sync_dist=stage != "train")
+        for task, task_loss in per_task.items():
+            if task not in self._data_tasks:
+                continue  # an unlabelled task's exact-zero loss would only dilute the curves
+            self.log(f"{stage}_{task}_loss", task_loss, batch_size=size, sync_dist=stage != "train")
+        for task, task_logits in logits.items():
+            self._confusion(stage, task).update(task_logits.detach().argmax(1), labels[:, task_index(task)])
+        return loss
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        """Masked multi-task cross-entropy on the concatenated task batches."""
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        """Loss and confusion matrices on validation images."""
+        self._step(batch, "val")
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        """Loss and confusion matrices on test images."""
+        self._step(batch, "test")
+
+    def _epoch_end(self, stage: str) -> None:
+        # Every rank computes every task's (synced) matrix, so no rank waits on a collective
+        # that another skipped; tasks with no labelled image anywhere are then left out.
+        metrics: dict[str, float] = {}
+        matrices: dict[str, Any] = {}
+        for task in self.tasks:
+            matrix = self._confusion(stage, task).compute()
+            self._confusion(stage, task).reset()
+            if matrix.sum() == 0:
+                continue
+            accuracy, f1 = scores_from_confusion(matrix)
+            metrics[f"{task}_acc"], metrics[f"{task}_f1"] = accuracy.item(), f1.item()
+            matrices[task] = {"classes": list(get_task(task).classes), "matrix": matrix.tolist()}
+        if not matrices:
+            return
+        metrics["acc"] = sum(metrics[f"{t}_acc"] for t in matrices) / len(matrices)
+        metrics["f1"] = sum(metrics[f"{t}_f1"] for t in matrices) / len(matrices)
+        for name, value in metrics.items():
+            self.log(f"{stage}_{name}", value, prog_bar=name == "acc")
+        self.last_metrics[stage] = metrics
+        if stage != "train" and not self.trainer.sanity_checking:
+            self._save_confusion(stage, matrices)
+            if stage == "val":
+                per_task = " ".join(f"{t} {metrics[f'{t}_acc']:.3f}" for t in matrices)
+                rank_zero_info(f"epoch {self.current_epoch}: val_acc {metrics['acc']:.3f} ({per_task})")
+
+    @rank_zero_only
+    def _save_confusion(self, stage: str, matrices: dict[str, Any]) -> None:
+        log_dir = self.trainer.log_dir
+        if log_dir is None:
+            return
+        path = Path(log_dir) / f"confusion_{stage}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"epoch": self.current_epoch, "tasks": matrices}, indent=1))
+
+    def on_train_epoch_end(self) -> None:
+        """Log training accuracy and macro-F1 per task."""
+        self._epoch_end("train")
+
+    def on_validation_epoch_end(self) -> None:
+        """Log validation accuracy and macro-F1 per task and their means; save confusion matrices."""
+        self._epoch_end("val")
+
+    def on_test_epoch_end(self) -> None:
+        """Log test metrics and print the per-task table."""
+        self._epoch_end("test")
+        self.print_summary("test")
+
+    def on_fit_end(self) -> None:
+        """Print the last validation metrics per task next to chance level."""
+        self.print_summary("val")
+
+    @rank_zero_only
+    def print_summary(self, stage: str) -> None:
+        """Print a table of a stage's last accuracy and macro-F1 per task, with chance level."""
+        metrics = self.last_metrics.get(stage)
+        if not metrics:
+            return
+        lines = [
+            f"{stage} metrics per task",
+            f"{'task':<14}{'classes':>8}{'chance':>8}{'acc':>8}{'macro-F1':>10}",
+        ]
+        for task in self.tasks:
+            if f"{task}_acc" in metrics:
+                n = get_task(task).num_classes
+                lines.append(
+                    f"{task:<14}{n:>8}{1 / n:>8.3f}{metrics[f'{task}_acc']:>8.3f}{metrics[f'{task}_f1']:>10.3f}"
+                )
+        lines.append(f"{'mean':<14}{'':>8}{'':>8}{metrics['acc']:>8.3f}{metrics['f1']:>10.3f}")
+        rank_zero_info("\n".join(lines))
+
+    def predict_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Any]]:
+        """Return one record per image: class, probability and all class probabilities per task."""
+        logits = self(batch["image"])
+        probabilities = {t: logits[t].float().softmax(1).cpu() for t in self.tasks if t in self._data_tasks}
+        records = []
+        for i, path in enumerate(batch["path"]):
+            record: dict[str, Any] = {"path": path, "tasks": {}}
+            for task, probs in probabilities.items():
+                classes = get_task(task).classes
+                best = int(probs[i].argmax())
+                record["tasks"][task] = {
+                    "class": classes[best],
+                    "probability": float(probs[i, best]),
+                    "probabilities": {c: float(p) for c, p in zip(classes, probs[i].tolist(), strict=True)},
+                }
+            records.append(record)
+        return records
+
+    def configure_optimizers(self) -> Any:
+        """The configured optimizer over all parameters, with optional cosine annealing."""
+        hp = self.hparams
+        params = self.parameters()
+        if hp["optimizer"] == "sgd":
+            opt: torch.optim.Optimizer = torch.optim.SGD(
+                params, lr=hp["lr"], momentum=hp["momentum"], weight_decay=hp["weight_decay"]
+            )
+        elif hp["optimizer"] == "adamw":
+            opt = torch.optim.AdamW(params, lr=hp["lr"], weight_decay=hp["weight_decay"])
+        else:
+            opt = torch.optim.Adam(params, lr=hp["lr"], weight_decay=hp["weight_decay"])
+        if hp["scheduler"] == "cosine":
+            epochs = max(1, self.trainer.max_epochs or 1)
+            return {
+                "optimizer": opt,
+                "lr_scheduler": torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs),
+            }
+        return opt

@@ -1,0 +1,234 @@
+"""Drive the real command line: main([...]) as a user would type it."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import crackcascade
+from crackcascade.cli import main
+from crackcascade.data.synthetic import write_phinet
+from crackcascade.labels import TASK_NAMES
+
+from .conftest import CONF, ROOT
+
+
+def _fit(root: Path, out: Path, *extra: str) -> Path:
+    main(
+        [
+            "fit",
+            "--config",
+            str(CONF / "multitask.yaml"),
+            "--data.root",
+            str(root),
+            "--trainer.default_root_dir",
+            str(out),
+            *extra,
+        ]
+    )
+    (version,) = (out / "lightning_logs").iterdir()
+    return version
+
+
+def test_fit_validate_test_predict_every_format(phinet_format: tuple[str, Path], tmp_path: Path) -> None:
+    fmt, root = phinet_format
+    run = _fit(root, tmp_path / "fit", "--data.format", fmt)
+    assert (run / "config.yaml").is_file(), "the resolved config is saved beside the checkpoints"
+    last = run / "checkpoints" / "last.ckpt"
+    assert last.is_file()
+    matrices = json.loads((run / "confusion_val.json").read_text())["tasks"]
+    assert set(matrices) == set(TASK_NAMES)
+    assert matrices["component"]["classes"] == ["beam", "column", "wall", "other"]
+
+    common = ["--config", str(run / "config.yaml"), "--ckpt_path", str(last)]
+    main(["validate", *common, "--trainer.default_root_dir", str(tmp_path / "val")])
+    main(["test", *common, "--trainer.default_root_dir", str(tmp_path / "test")])
+    (test_run,) = (tmp_path / "test" / "lightning_logs").iterdir()
+    test_matrices = json.loads((test_run / "confusion_test.json").read_text())["tasks"]
+    assert all(sum(map(sum, m["matrix"])) > 0 for m in test_matrices.values())
+
+    photos = tmp_path / "photos"
+    (photos / "sub dir").mkdir(parents=True)
+    images = sorted((root / "images").glob("*.png")) if fmt == "csv" else sorted(root.glob("*/test/*/*.jpg"))
+    if fmt == "arrays":
+        import numpy as np
+        from PIL import Image
+
+        x = np.load(root / "scene" / "X_test.npy")
+        for i in range(3):
+            Image.fromarray(x[i]).save(photos / "sub dir" / f"photo {i}.png")
+    else:
+        for i, image in enumerate(images[:3]):
+            (photos / "sub dir" / f"photo {i}{image.suffix}").write_bytes(image.read_bytes())
+    (photos / "notes.txt").write_text("not a photo")
+    out = tmp_path / "predictions"
+    main(["predict", *common, "--data.predict_root", str(photos), "--prediction_writer.output_dir", str(out)])
+    records = json.loads((out / "predictions.json").read_text())
+    suffix = ".jpg" if fmt == "folders" else ".png"
+    assert [Path(r["path"]).name for r in records] == [f"photo {i}{suffix}" for i in range(3)]
+    for record in records:
+        assert set(record["tasks"]) == set(TASK_NAMES)
+        for task, pred in record["tasks"].items():
+            assert pred["class"] in pred["probabilities"]
+            assert sum(pred["probabilities"].values()) == pytest.approx(1.0, abs=1e-5), task
+    header = (out / "predictions.csv").read_text().splitlines()[0].split(",")
+    assert header[:3] == ["path", "scene", "scene_probability"]
+
+
+def test_predict_reports_only_trained_tasks(phinet_roots: dict[str, Path], tmp_path: Path) -> None:
+    run = _fit(phinet_roots["arrays"], tmp_path / "fit", "--data.tasks", "[scene, damage_type]")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    import numpy as np
+    from PIL import Image
+
+    Image.fromarray(np.load(phinet_roots["arrays"] / "scene" / "X_test.npy")[0]).save(photos / "a.jpg")
+    out = tmp_path / "out"
+    main(
+        [
+            "predict",
+            "--config",
+            str(run / "config.yaml"),
+            "--ckpt_path",
+            str(run / "checkpoints" / "last.ckpt"),
+            "--data.predict_root",
+            str(photos),
+            "--prediction_writer.output_dir",
+            str(out),
+        ]
+    )
+    (record,) = json.loads((out / "predictions.json").read_text())
+    assert list(record["tasks"]) == ["scene", "damage_type"]
+
+
+def test_fit_options_reach_the_model_data_and_logs(phinet_roots: dict[str, Path], tmp_path: Path) -> None:
+    run = _fit(
+        phinet_roots["arrays"], tmp_path, "--model.lr", "0.0123", "--data.batch_size", "24",
+        "--trainer.max_epochs", "2", "--trainer.logger", "CSVLogger", "--trainer.logger.save_dir", str(tmp_path),
+    )  # fmt: skip
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert checkpoint["hyper_parameters"]["lr"] == 0.0123
+    assert checkpoint["datamodule_hyper_parameters"]["batch_size"] == 24
+    assert checkpoint["epoch"] == 1
+    with open(run / "metrics.csv") as handle:
+        rows = [row for row in csv.DictReader(handle) if row.get("val_acc")]
+    assert len(rows) == 2
+    for task in TASK_NAMES:
+        assert 0.0 <= float(rows[-1][f"val_{task}_acc"]) <= 1.0
+        assert 0.0 <= float(rows[-1][f"val_{task}_f1"]) <= 1.0
+
+
+def test_paper_config_runs_resnet152_fast_dev_run(tmp_path: Path) -> None:
+    root = tmp_path / "phi"
+    write_phinet(root, format="arrays", n_train=3, n_test=1, size=224, seed=2)
+    main([
+        "fit", "--config", str(ROOT / "configs" / "resnet_multitask.yaml"), "--data.root", str(root),
+        "--trainer.fast_dev_run", "true", "--trainer.accelerator", "cpu", "--trainer.devices", "1",
+        "--data.num_workers", "0", "--trainer.default_root_dir", str(tmp_path / "out"),
+    ])  # fmt: skip
+
+
+def test_demo_config_parses_and_runs(tmp_path: Path) -> None:
+    main([
+        "fit", "--config", str(ROOT / "configs" / "demo.yaml"), "--data.root", str(tmp_path / "synthetic"),
+        "--data.n_train", "4", "--data.n_test", "2", "--data.synthetic_size", "64", "--trainer.fast_dev_run", "true",
+        "--trainer.logger", "false", "--trainer.default_root_dir", str(tmp_path / "out"),
+    ])  # fmt: skip
+    assert (tmp_path / "synthetic" / ".crackcascade-synthetic.json").is_file()
+    assert (tmp_path / "synthetic" / "damage_type" / "X_train.npy").is_file()
+
+
+def test_synthesize_subcommand(tmp_path: Path) -> None:
+    assert (
+        main(
+            [
+                "synthesize",
+                str(tmp_path / "s"),
+                "--format",
+                "folders",
+                "--n-train",
+                "4",
+                "--n-test",
+                "2",
+                "--size",
+                "48",
+                "--tasks",
+                "scene",
+            ]
+        )
+        == 0
+    )
+    assert sorted(p.name for p in (tmp_path / "s" / "scene" / "train").iterdir()) == ["object", "pixel", "structural"]
+
+
+def test_version_and_module_entry_point() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "crackcascade", "--version"], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == f"crackcascade {crackcascade.__version__}"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--data.root", "/no/such/dir"], "crackcascade: error: data.root '/no/such/dir' does not exist"),
+        (["--data.tasks", "[roof]"], "crackcascade: error: data.tasks: unknown task 'roof'"),
+        (
+            ["--model.tasks", "[scene]"],
+            "crackcascade: error: data has labels for task 'damage_state' but model.tasks has no head",
+        ),
+    ],
+)
+def test_errors_are_one_line(
+    args: list[str], message: str, phinet_roots: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = [
+        "fit",
+        "--config",
+        str(CONF / "multitask.yaml"),
+        "--data.root",
+        str(phinet_roots["arrays"]),
+        "--trainer.default_root_dir",
+        str(tmp_path),
+    ]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*base, *args])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(message), err[-1]
+    assert "Traceback" not in "\n".join(err)
+
+
+def test_corrupt_image_in_worker_is_one_line(
+    phinet_roots: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    root = tmp_path / "phi"
+    shutil.copytree(phinet_roots["folders"] / "spalling", root / "spalling")
+    victim = sorted((root / "spalling" / "train").glob("*/*.jpg"))[0]
+    victim.write_bytes(b"")
+    with pytest.raises(SystemExit):
+        main(
+            [
+                "fit",
+                "--config",
+                str(CONF / "multitask.yaml"),
+                "--data.root",
+                str(root),
+                "--data.val_fraction",
+                "0",
+                "--data.num_workers",
+                "1",
+                "--trainer.default_root_dir",
+                str(tmp_path / "out"),
+            ]
+        )
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith(f"crackcascade: error: {victim}: cannot decode image"), last
