@@ -232,3 +232,27 @@ def test_corrupt_image_in_worker_is_one_line(
         )
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith(f"crackcascade: error: {victim}: cannot decode image"), last
+
+
+def test_a_failing_run_keeps_its_progress(
+    phinet_roots: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from crackcascade.data.datasets import ImageFileDataset
+    from crackcascade.errors import DataError
+
+    calls = {"n": 0}
+    original = ImageFileDataset.__getitem__
+
+    def flaky(self: ImageFileDataset, index: int) -> dict:
+        calls["n"] += 1
+        if calls["n"] == 60:  # some steps into the first epoch
+            raise DataError(f"{self.paths[index]}: cannot decode image (simulated)")
+        return original(self, index)
+
+    monkeypatch.setattr(ImageFileDataset, "__getitem__", flaky)
+    with pytest.raises(SystemExit):
+        _fit(phinet_roots["folders"], tmp_path, "--data.batch_size", "8", "--data.val_fraction", "0")
+    assert "cannot decode image (simulated)" in capsys.readouterr().err.strip().splitlines()[-1]
+    (run,) = (tmp_path / "lightning_logs").iterdir()
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert checkpoint["global_step"] > 0

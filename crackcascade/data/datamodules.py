@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -212,6 +213,8 @@ class SyntheticPhiNetDataModule(PhiNetDataModule):
         synthetic_size: Side of the generated images.
         synthetic_seed: Seed of the generator.
         write_format: On-disk format to write (``arrays``, ``folders`` or ``csv``).
+        write_workers: Processes rendering the set (the files are identical for any number);
+            None uses up to 4 CPU cores.
         **kwargs: Any :class:`PhiNetDataModule` argument.
     """
 
@@ -225,10 +228,12 @@ class SyntheticPhiNetDataModule(PhiNetDataModule):
         synthetic_size: int = 224,
         synthetic_seed: int = 0,
         write_format: Literal["arrays", "folders", "csv"] = "arrays",
+        write_workers: int | None = None,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("format", write_format)
         super().__init__(root=root, **kwargs)
+        self.write_workers = write_workers or min(4, os.cpu_count() or 1)
         self.spec: dict[str, Any] = {
             "format": write_format,
             "n_train": n_train,
@@ -250,5 +255,5 @@ class SyntheticPhiNetDataModule(PhiNetDataModule):
                 f"data.root '{self.root}' holds files that are not crackcascade synthetic data; "
                 "choose an empty or new folder for the synthetic set"
             )
-        write_phinet(self.root, **self.spec)
+        write_phinet(self.root, workers=self.write_workers, **self.spec)
         marker.write_text(json.dumps(self.spec))

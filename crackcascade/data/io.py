@@ -13,9 +13,7 @@ from torchvision.io import ImageReadMode, decode_image
 
 from crackcascade.errors import DataError
 
-IMAGE_EXTENSIONS: frozenset[str] = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
-)
+IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
 """File suffixes (lower case) treated as images when scanning folders."""
 
 

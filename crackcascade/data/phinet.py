@@ -275,7 +275,9 @@ def _read_csv_root(root: Path, tasks: tuple[str, ...] | None) -> tuple[Index, tu
     if tasks is not None:
         absent = [t for t in tasks if t not in provided]
         if absent:
-            raise DataError(f"{root / 'train.csv'}: no column for task '{absent[0]}'; add it or drop it from --data.tasks")
+            raise DataError(
+                f"{root / 'train.csv'}: no column for task '{absent[0]}'; add it or drop it from --data.tasks"
+            )
         return index, tasks
     return index, tuple(t for t in TASK_NAMES if t in provided)
 

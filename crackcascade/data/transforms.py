@@ -8,7 +8,9 @@ import torch
 from torchvision.transforms import v2
 
 
-def classification_transform(image_size: int, train: bool, augment: bool = True) -> Callable[[torch.Tensor], torch.Tensor]:
+def classification_transform(
+    image_size: int, train: bool, augment: bool = True
+) -> Callable[[torch.Tensor], torch.Tensor]:
     """Build the per-sample transform for Phi-Net classification images.
 
     Horizontal flips and mild colour jitter keep every Phi-Net label valid. Vertical flips and
