@@ -215,21 +215,7 @@ def test_corrupt_image_in_worker_is_one_line(
     victim = sorted((root / "spalling" / "train").glob("*/*.jpg"))[0]
     victim.write_bytes(b"")
     with pytest.raises(SystemExit):
-        main(
-            [
-                "fit",
-                "--config",
-                str(CONF / "multitask.yaml"),
-                "--data.root",
-                str(root),
-                "--data.val_fraction",
-                "0",
-                "--data.num_workers",
-                "1",
-                "--trainer.default_root_dir",
-                str(tmp_path / "out"),
-            ]
-        )
+        _fit(root, tmp_path / "out", "--data.val_fraction", "0", "--data.num_workers", "1")
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith(f"crackcascade: error: {victim}: cannot decode image"), last
 

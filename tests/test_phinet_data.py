@@ -232,3 +232,23 @@ def test_predict_requires_photos(tmp_path: Path) -> None:
     (tmp_path / ".hidden.jpg").write_bytes(b"")
     with pytest.raises(DataError, match="no images found"):
         PhiNetDataModule(root=str(tmp_path), predict_root=str(tmp_path)).setup("predict")
+
+
+def test_synthetic_module_writes_once_and_replaces_its_own_set(tmp_path: Path) -> None:
+    from crackcascade.data.datamodules import SyntheticPhiNetDataModule
+
+    root = tmp_path / "synthetic"
+    small = {"n_train": 4, "n_test": 2, "synthetic_size": 32}
+    dm = SyntheticPhiNetDataModule(root=str(root), tasks=["scene", "spalling"], **small)
+    dm.prepare_data()
+    written = (root / "scene" / "X_train.npy").stat().st_mtime_ns
+    SyntheticPhiNetDataModule(root=str(root), tasks=["scene", "spalling"], **small).prepare_data()
+    assert (root / "scene" / "X_train.npy").stat().st_mtime_ns == written, "same settings: not rewritten"
+    SyntheticPhiNetDataModule(root=str(root), tasks=["scene"], **small).prepare_data()
+    assert sorted(p.name for p in root.iterdir() if not p.name.startswith(".")) == ["scene"]
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "photo.jpg").write_bytes(b"")
+    with pytest.raises(DataError, match="holds files that are not crackcascade synthetic data"):
+        SyntheticPhiNetDataModule(root=str(foreign), **small).prepare_data()
+    assert (foreign / "photo.jpg").exists()

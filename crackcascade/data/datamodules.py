@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 from pathlib import Path
 from typing import Any, Literal
 
@@ -248,9 +249,13 @@ class SyntheticPhiNetDataModule(PhiNetDataModule):
         from crackcascade.data.synthetic import write_phinet
 
         marker = self.root / self.MARKER
-        if marker.is_file() and json.loads(marker.read_text()) == self.spec:
-            return
-        if self.root.exists() and any(self.root.iterdir()) and not marker.is_file():
+        if marker.is_file():
+            if json.loads(marker.read_text()) == self.spec:
+                return
+            # Our own set made with other settings: replace it whole, so no stale task folder
+            # or split of the old set is read with the new one.
+            shutil.rmtree(self.root)
+        elif self.root.exists() and any(self.root.iterdir()):
             raise DataError(
                 f"data.root '{self.root}' holds files that are not crackcascade synthetic data; "
                 "choose an empty or new folder for the synthetic set"
