@@ -252,3 +252,28 @@ def test_synthetic_module_writes_once_and_replaces_its_own_set(tmp_path: Path) -
     with pytest.raises(DataError, match="holds files that are not crackcascade synthetic data"):
         SyntheticPhiNetDataModule(root=str(foreign), **small).prepare_data()
     assert (foreign / "photo.jpg").exists()
+
+
+def test_read_image_converts_modes_and_honours_exif(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from crackcascade.data.io import read_image
+
+    wide = np.zeros((10, 30, 3), dtype=np.uint8)
+    wide[:, :10] = 255  # white on the left
+    image = Image.fromarray(wide)
+    exif = image.getexif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    image.save(tmp_path / "rotated.jpg", exif=exif, quality=100)
+    rotated = read_image(tmp_path / "rotated.jpg")
+    assert rotated.shape == (3, 30, 10), "EXIF orientation applied"
+    assert rotated[:, :10].float().mean() > 200 and rotated[:, 20:].float().mean() < 50, "white ends up on top"
+    Image.fromarray(np.full((5, 7), 40000, dtype=np.uint16)).save(tmp_path / "deep.png")
+    Image.fromarray(np.zeros((5, 7, 4), dtype=np.uint8)).save(tmp_path / "alpha.png")
+    Image.fromarray(np.zeros((5, 7), dtype=np.uint8)).save(tmp_path / "gray.tif")
+    for name in ("deep.png", "alpha.png", "gray.tif"):
+        decoded = read_image(tmp_path / name)
+        assert decoded.shape == (3, 5, 7) and decoded.dtype == torch.uint8, name
+    assert int(read_image(tmp_path / "deep.png")[0, 0, 0]) == 40000 >> 8, "16-bit scaled, not clipped"
+    with pytest.raises(DataError, match="nothing.png: image file not found"):
+        read_image(tmp_path / "nothing.png")

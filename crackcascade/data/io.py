@@ -8,8 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
-from torchvision.io import ImageReadMode, decode_image
+from PIL import Image, ImageOps
 
 from crackcascade.errors import DataError
 
@@ -44,8 +43,9 @@ def list_images(folder: str | Path, recursive: bool = True) -> list[Path]:
 def read_image(path: str | Path) -> torch.Tensor:
     """Decode an image file to an RGB ``uint8`` tensor of shape ``(3, H, W)``.
 
-    torchvision's native decoder handles JPEG/PNG/WebP/GIF quickly and honours EXIF
-    orientation; other formats (TIFF, BMP) and 16-bit or palette files go through PIL.
+    PIL reads every common format (JPEG, PNG, TIFF, BMP, WebP; palette, grayscale, 16-bit and
+    RGBA are converted to RGB) and EXIF orientation is honoured, so a phone photo taken upright
+    is upright here too. torchvision's decoders are deprecated from 0.29, so PIL is the one path.
 
     Args:
         path: Image file.
@@ -54,19 +54,19 @@ def read_image(path: str | Path) -> torch.Tensor:
         DataError: One line naming the file, if it is missing or cannot be decoded.
     """
     try:
-        return decode_image(str(path), mode=ImageReadMode.RGB, apply_exif_orientation=True)
-    except FileNotFoundError:
-        raise DataError(f"{path}: image file not found; check the path or the dataset root") from None
-    except (RuntimeError, ValueError, OSError):
-        pass
-    try:
-        with Image.open(path) as img:
-            rgb = img.convert("RGB")
-        return torch.from_numpy(np.asarray(rgb, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
+        with Image.open(path) as opened:
+            img = ImageOps.exif_transpose(opened)
+            if img.mode.startswith("I;16"):
+                # PIL's RGB conversion clips 16-bit values at 255; keep the top 8 bits instead.
+                gray = (np.asarray(img).astype(np.uint16) >> 8).astype(np.uint8)
+                array = np.repeat(gray[..., None], 3, axis=2)
+            else:
+                array = np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
     except FileNotFoundError:
         raise DataError(f"{path}: image file not found; check the path or the dataset root") from None
     except Exception as err:
         raise DataError(f"{path}: cannot decode image ({err}); replace or remove the file") from None
+    return torch.from_numpy(array).permute(2, 0, 1)
 
 
 def check_files_exist(paths: Iterable[Path], source: str) -> None:
