@@ -81,6 +81,13 @@ TASK_NAMES: tuple[str, ...] = tuple(task.name for task in TASKS)
 SCALES: tuple[str, ...] = TASKS[0].classes
 """The three scene scales; crack-mask sets come one folder per scale."""
 
+MASK_CLASSES: tuple[str, ...] = ("crack", "spalling")
+"""Damage classes drawn in segmentation masks; a mask value ``i`` (1-based) is ``MASK_CLASSES[i - 1]``
+when a data set carries both (Phi-Net pixel-level palettes), 0 is background."""
+
+CRACK: str = MASK_CLASSES[0]
+"""The crack mask class, the default (binary) segmentation target."""
+
 CRACK_DAMAGE_TYPES: tuple[str, ...] = ("flexural", "shear", "combined")
 """Damage-type classes that mean "a crack is present" (the paper's cascade gate)."""
 

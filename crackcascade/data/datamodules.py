@@ -1,4 +1,4 @@
-"""LightningDataModules: Phi-Net multi-task classification (and its synthetic twin)."""
+"""LightningDataModules: Phi-Net multi-task classification (and its synthetic twin), crack masks."""
 
 from __future__ import annotations
 
@@ -6,21 +6,34 @@ import json
 import math
 import os
 import shutil
+from collections import Counter
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.utilities import CombinedLoader
+from pytorch_lightning.utilities import CombinedLoader, rank_zero_warn
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
+from crackcascade.data.cracks import (
+    DEFAULT_CLASSES,
+    CrackMaskDataset,
+    MaskFormat,
+    MaskRecord,
+    OnError,
+    PhotoDataset,
+    class_lookup,
+    pad_collate,
+    read_mask_splits,
+)
 from crackcascade.data.datasets import ArrayTaskDataset, ImageFileDataset, Sample
 from crackcascade.data.io import list_images
 from crackcascade.data.phinet import MANIFEST_KEY, Entry, Format, Index, read_index
-from crackcascade.data.transforms import classification_transform
+from crackcascade.data.transforms import classification_transform, segmentation_transform
 from crackcascade.errors import ConfigError, DataError
-from crackcascade.labels import TASK_NAMES, resolve_tasks
+from crackcascade.labels import SCALES, TASK_NAMES, normalize_name, resolve_tasks
 
 CombinedMode = Literal["max_size_cycle", "min_size", "max_size"]
 
@@ -219,8 +232,6 @@ class SyntheticPhiNetDataModule(PhiNetDataModule):
         **kwargs: Any :class:`PhiNetDataModule` argument.
     """
 
-    MARKER = ".crackcascade-synthetic.json"
-
     def __init__(
         self,
         root: str = "data/synthetic",
@@ -234,7 +245,7 @@ class SyntheticPhiNetDataModule(PhiNetDataModule):
     ) -> None:
         kwargs.setdefault("format", write_format)
         super().__init__(root=root, **kwargs)
-        self.write_workers = write_workers or min(4, os.cpu_count() or 1)
+        self.write_workers = write_workers
         self.spec: dict[str, Any] = {
             "format": write_format,
             "n_train": n_train,
@@ -248,17 +259,322 @@ class SyntheticPhiNetDataModule(PhiNetDataModule):
         """Write the synthetic set unless ``root`` already holds one made with the same settings."""
         from crackcascade.data.synthetic import write_phinet
 
-        marker = self.root / self.MARKER
-        if marker.is_file():
-            if json.loads(marker.read_text()) == self.spec:
-                return
-            # Our own set made with other settings: replace it whole, so no stale task folder
-            # or split of the old set is read with the new one.
-            shutil.rmtree(self.root)
-        elif self.root.exists() and any(self.root.iterdir()):
-            raise DataError(
-                f"data.root '{self.root}' holds files that are not crackcascade synthetic data; "
-                "choose an empty or new folder for the synthetic set"
+        prepare_synthetic(self.root, self.spec, write_phinet, self.write_workers)
+
+
+SYNTHETIC_MARKER = ".crackcascade-synthetic.json"
+"""File in a synthetic set's root recording the settings it was written with."""
+
+
+def prepare_synthetic(root: Path, spec: dict[str, Any], write: Callable[..., Path], workers: int | None) -> None:
+    """Write a synthetic set to ``root`` unless it already holds one made with the same settings.
+
+    Args:
+        root: Folder of the set.
+        spec: Keyword arguments of ``write`` that determine the files (recorded in a marker).
+        write: The writer, e.g. :func:`~crackcascade.data.synthetic.write_phinet`.
+        workers: Processes for the writer (the files are identical for any number); None uses
+            up to 4 CPU cores.
+
+    Raises:
+        DataError: If ``root`` holds files that are not a crackcascade synthetic set.
+    """
+    marker = root / SYNTHETIC_MARKER
+    if marker.is_file():
+        if json.loads(marker.read_text()) == spec:
+            return
+        # Our own set made with other settings: replace it whole, so no stale folder or split of
+        # the old set is read with the new one.
+        shutil.rmtree(root)
+    elif root.exists() and any(root.iterdir()):
+        raise DataError(
+            f"data.root '{root}' holds files that are not crackcascade synthetic data; "
+            "choose an empty or new folder for the synthetic set"
+        )
+    write(root, workers=workers or min(4, os.cpu_count() or 1), **spec)
+    marker.write_text(json.dumps(spec))
+
+
+class CrackMaskDataModule(pl.LightningDataModule):
+    """Crack (and other damage) masks for the U-Net, one dataset folder per scene scale.
+
+    ``root/<scale>/`` holds, for each chosen scale, a COCO export or image/mask pairs in one of
+    three layouts (one dataset; ``train/ val/ test/`` folders; or ``train.txt`` / ``test.txt``
+    id lists), see :mod:`crackcascade.data.cracks`. With a single scale, ``root`` may also be the
+    dataset folder itself (``--data.root crackforest --data.scales [pixel]``).
+
+    Training draws shuffled batches from all chosen scales together; validation and test give one
+    loader per scale, in the order of :attr:`eval_scales`, so the model can log each scale by
+    ``dataloader_idx``. Validation is carved from train where a scale has none, and test too when
+    ``test_fraction`` > 0 and the scale has none; both are seeded per scale, test first, so a
+    change of ``val_fraction`` leaves the test images unchanged.
+
+    Samples are ``{"image": uint8 (3, H, W), "mask": int64 (H, W), "path", "scale"}`` with mask
+    values 0 (background) and ``1..K`` (``classes``). Training crops ``image_size`` squares;
+    evaluation keeps native resolution, and batches are padded to a multiple of 32 with image 0
+    and mask -1 (:data:`~crackcascade.data.cracks.MASK_IGNORE`), which losses and metrics must
+    ignore. Predict yields ``{"image", "path"}`` one photo at a time at native size.
+
+    Args:
+        root: Folder holding one sub-folder per scale (or, for one scale, the dataset itself).
+        scales: Scene scales to load (:data:`~crackcascade.labels.SCALES`).
+        classes: Mask classes; value ``i`` is ``classes[i - 1]``. COCO categories match by name.
+        format: ``coco``, ``masks`` (image/mask pairs) or ``auto`` (COCO where both exist).
+        image_size: Side of the square training crops.
+        scale_range: Training zoom: crop-window area over ``image_size**2`` (see
+            :class:`~crackcascade.data.transforms.RandomScaledCrop`).
+        batch_size: Training crops per step.
+        eval_batch_size: Images per validation/test batch (1 avoids padding images of unequal size).
+        num_workers: DataLoader worker processes per loader.
+        val_fraction: Fraction of train carved out for validation where a scale has no val split.
+        test_fraction: Fraction carved out for test where a scale has no test split (0: none).
+        seed: Seed of the carved splits.
+        augment: Apply training augmentation (zoom, flips, 90-degree turns, colour jitter).
+        on_error: ``raise`` at the first bad image, mask or annotation, or ``skip`` and count them.
+        predict_root: Folder of photos for ``predict`` (searched recursively).
+        pin_memory: Pin host memory for faster GPU transfer; None pins when CUDA is available.
+    """
+
+    def __init__(
+        self,
+        root: str = "data/cracks",
+        scales: Sequence[str] = (SCALES[0],),
+        classes: Sequence[str] = DEFAULT_CLASSES,
+        format: MaskFormat = "auto",
+        image_size: int = 256,
+        scale_range: tuple[float, float] = (0.5, 1.0),
+        batch_size: int = 8,
+        eval_batch_size: int = 1,
+        num_workers: int = 0,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.0,
+        seed: int = 0,
+        augment: bool = True,
+        on_error: OnError = "raise",
+        predict_root: str | None = None,
+        pin_memory: bool | None = None,
+    ) -> None:
+        super().__init__()
+        for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+            if value < 1:
+                raise ConfigError(f"data.{name} must be >= 1, got {value}")
+        if image_size < 16:
+            raise ConfigError(f"data.image_size must be >= 16, got {image_size}")
+        if num_workers < 0:
+            raise ConfigError(f"data.num_workers must be >= 0, got {num_workers}")
+        for name, fraction in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+            if not 0.0 <= fraction < 1.0:
+                raise ConfigError(f"data.{name} must be in [0, 1), got {fraction}")
+        if val_fraction + test_fraction >= 1.0:
+            raise ConfigError("data.val_fraction + data.test_fraction must be < 1 so that training data remains")
+        low, high = scale_range
+        if not 0.0 < low <= high:
+            raise ConfigError(f"data.scale_range must be (low, high) with 0 < low <= high, got {list(scale_range)}")
+        if format not in ("auto", "coco", "masks"):
+            raise ConfigError(f"data.format must be auto, coco or masks, got {format!r}")
+        if on_error not in ("raise", "skip"):
+            raise ConfigError(f"data.on_error must be raise or skip, got {on_error!r}")
+        class_lookup(classes)  # validates: not empty, no duplicates
+        # Plain lists, however they were given: Lightning refuses to log a run whose model and data
+        # hparams share a key with values of different types, and the segmenter saves a list.
+        classes = [classes] if isinstance(classes, str) else [str(c) for c in classes]
+        scales = list(_resolve_scales(scales))
+        self.save_hyperparameters()
+        self.root = Path(root)
+        self.scales: tuple[str, ...] = tuple(scales)
+        self.classes: tuple[str, ...] = tuple(classes)
+        self.format = format
+        self.image_size = image_size
+        self.scale_range = (float(low), float(high))
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.num_workers = num_workers
+        self.val_fraction = val_fraction
+        self.test_fraction = test_fraction
+        self.seed = seed
+        self.augment = augment
+        self.on_error = on_error
+        self.predict_root = predict_root
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        self.eval_scales: list[str] = list(self.scales)
+        self._index: dict[str, dict[str, list[MaskRecord]]] | None = None
+        self.datasets: dict[str, list[Dataset[Sample]]] = {}
+
+    @property
+    def num_classes(self) -> int:
+        """Number of mask values: background plus ``classes``."""
+        return len(self.classes) + 1
+
+    def scale_folder(self, scale: str) -> Path:
+        """Folder of one scale: ``root/<scale>``, or ``root`` itself for a single scale without one."""
+        if not self.root.is_dir():
+            raise DataError(f"data.root '{self.root}' does not exist or is not a folder; set --data.root")
+        children = {normalize_name(c.name): c for c in sorted(self.root.iterdir()) if c.is_dir()}
+        if normalize_name(scale) in children:
+            return children[normalize_name(scale)]
+        # A lone dataset folder stands for the one scale asked for, unless the root is laid out by scale.
+        if len(self.scales) == 1 and not any(normalize_name(s) in children for s in SCALES):
+            return self.root
+        raise DataError(
+            f"data.root '{self.root}': no '{scale}' folder; add it or choose data.scales among the folders there"
+        )
+
+    def index(self) -> dict[str, dict[str, list[MaskRecord]]]:
+        """Read (once) every scale's splits, with validation and test carved; scale -> split -> records."""
+        if self._index is None:
+            index: dict[str, dict[str, list[MaskRecord]]] = {}
+            skipped: Counter[str] = Counter()
+            for scale in self.scales:
+                splits = read_mask_splits(self.scale_folder(scale), self.classes, self.format, self.on_error)
+                for records in splits.values():
+                    skipped.update(records.skipped)
+                index[scale] = self._carve(scale, {split: list(records) for split, records in splits.items()})
+            if skipped:
+                kinds = "; ".join(f"{count} {kind}" for kind, count in sorted(skipped.items()))
+                rank_zero_warn(f"data.root '{self.root}': skipped {sum(skipped.values())} bad entries ({kinds})")
+            self._index = index
+        return self._index
+
+    def _carve(self, scale: str, splits: dict[str, list[MaskRecord]]) -> dict[str, list[MaskRecord]]:
+        stream = SCALES.index(scale)
+        train = splits.get("train", [])
+        total = len(train)  # fractions are of the whole set, so test and val sizes do not depend on each other
+        for split, fraction, code in (("test", self.test_fraction, 1), ("val", self.val_fraction, 0)):
+            if split in splits or fraction == 0 or len(train) < 2:
+                continue
+            n_out = min(len(train) - 1, max(1, round(total * fraction)))
+            perm = np.random.default_rng([self.seed, stream, code]).permutation(len(train))
+            splits[split] = [train[i] for i in np.sort(perm[:n_out])]
+            train = [train[i] for i in np.sort(perm[n_out:])]
+        if "train" in splits:
+            splits["train"] = train
+        return splits
+
+    def setup(self, stage: str) -> None:
+        """Build the datasets a stage needs (``fit``, ``validate``, ``test`` or ``predict``)."""
+        if stage == "predict":
+            self.datasets["predict"] = [self._predict_dataset()]
+            return
+        index = self.index()
+        needed = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}[stage]
+        for split in needed:
+            missing = [scale for scale in self.scales if not index[scale].get(split)]
+            if split == "val" and stage == "fit" and len(missing) == len(self.scales) and self.val_fraction == 0:
+                self.datasets.pop("val", None)  # no validation asked for: train only
+                continue
+            if missing:
+                folder = self.scale_folder(missing[0])
+                hint = {
+                    "train": "add train/ or images to it",
+                    "val": "add val/ or val.txt, or set data.val_fraction > 0",
+                    "test": "add test/ or test.txt, or set data.test_fraction > 0",
+                }[split]
+                raise DataError(f"{folder}: no {split} images for scale '{missing[0]}'; {hint}")
+            transform = segmentation_transform(
+                self.image_size, train=split == "train", augment=self.augment, scale_range=self.scale_range
             )
-        write_phinet(self.root, workers=self.write_workers, **self.spec)
-        marker.write_text(json.dumps(self.spec))
+            self.datasets[split] = [
+                CrackMaskDataset(index[scale][split], len(self.classes), scale, transform) for scale in self.scales
+            ]
+
+    def _predict_dataset(self) -> Dataset[Sample]:
+        if self.predict_root is None:
+            raise ConfigError("data.predict_root is not set; pass --data.predict_root <folder of photos>")
+        folder = Path(self.predict_root)
+        if not folder.is_dir():
+            raise DataError(f"data.predict_root '{folder}' does not exist or is not a folder")
+        paths = list_images(folder)
+        if not paths:
+            raise DataError(f"data.predict_root '{folder}': no images found (jpg, png, tif, bmp, webp)")
+        return PhotoDataset(paths)
+
+    def _loader(self, dataset: Dataset[Sample], batch_size: int, shuffle: bool, collate: Any) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            collate_fn=collate,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """One shuffled loader over the training images of every chosen scale."""
+        dataset: Dataset[Sample] = ConcatDataset(self.datasets["train"])
+        return self._loader(dataset, self.batch_size, True, pad_collate)
+
+    def val_dataloader(self) -> list[DataLoader]:
+        """One loader per scale (see :attr:`eval_scales`); empty when there is no validation."""
+        return [self._loader(ds, self.eval_batch_size, False, pad_collate) for ds in self.datasets.get("val", [])]
+
+    def test_dataloader(self) -> list[DataLoader]:
+        """One loader per scale (see :attr:`eval_scales`)."""
+        return [self._loader(ds, self.eval_batch_size, False, pad_collate) for ds in self.datasets["test"]]
+
+    def predict_dataloader(self) -> DataLoader:
+        """Photos under ``predict_root``, one at a time at native size."""
+        return self._loader(self.datasets["predict"][0], 1, False, None)
+
+
+def _resolve_scales(scales: Sequence[str]) -> tuple[str, ...]:
+    """Canonical scale names in :data:`SCALES` order, without duplicates."""
+    if isinstance(scales, str):
+        scales = [scales]
+    if not scales:
+        raise ConfigError(f"data.scales is empty; choose from: {', '.join(SCALES)}")
+    by_key = {normalize_name(s): s for s in SCALES}
+    unknown = [s for s in scales if normalize_name(str(s)) not in by_key]
+    if unknown:
+        raise ConfigError(f"data.scales: unknown scale {unknown[0]!r}; choose from: {', '.join(SCALES)}")
+    chosen = {by_key[normalize_name(str(s))] for s in scales}
+    return tuple(s for s in SCALES if s in chosen)
+
+
+class SyntheticCrackMaskDataModule(CrackMaskDataModule):
+    """:class:`CrackMaskDataModule` over built-in synthetic crack masks, written on first use.
+
+    Scenes at each chosen scale with cracks of known width (about a third crack-free, with
+    distractors), written as image/mask pairs or a COCO export under ``root/<scale>/train`` and
+    ``root/<scale>/test``; regenerated only when the generation settings change.
+
+    Args:
+        root: Folder to write the synthetic set to (created if needed).
+        n_train: Training images per scale.
+        n_test: Test images per scale.
+        synthetic_size: Side of the generated images.
+        synthetic_seed: Seed of the generator.
+        write_format: ``masks`` (image/mask pairs) or ``coco``.
+        write_workers: Processes rendering the set; None uses up to 4 CPU cores.
+        **kwargs: Any :class:`CrackMaskDataModule` argument.
+    """
+
+    def __init__(
+        self,
+        root: str = "data/synthetic_cracks",
+        n_train: int = 40,
+        n_test: int = 10,
+        synthetic_size: int = 256,
+        synthetic_seed: int = 0,
+        write_format: Literal["masks", "coco"] = "masks",
+        write_workers: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("format", write_format)
+        super().__init__(root=root, **kwargs)
+        self.write_workers = write_workers
+        self.spec: dict[str, Any] = {
+            "format": write_format,
+            "scales": list(self.scales),
+            "classes": list(self.classes),
+            "n_train": n_train,
+            "n_test": n_test,
+            "size": synthetic_size,
+            "seed": synthetic_seed,
+        }
+
+    def prepare_data(self) -> None:
+        """Write the synthetic masks unless ``root`` already holds a set made with the same settings."""
+        from crackcascade.data.synthetic import write_crack_masks
+
+        prepare_synthetic(self.root, self.spec, write_crack_masks, self.write_workers)
