@@ -4,9 +4,23 @@ The public classes are importable from here so that configs can say
 ``class_path: crackcascade.MultiTaskClassifier``.
 """
 
-from crackcascade.data.datamodules import PhiNetDataModule, SyntheticPhiNetDataModule
+from crackcascade.data.datamodules import (
+    CrackMaskDataModule,
+    PhiNetDataModule,
+    SyntheticCrackMaskDataModule,
+    SyntheticPhiNetDataModule,
+)
 from crackcascade.models.multitask import MultiTaskClassifier
+from crackcascade.models.segmenter import CrackSegmenter
 
 __version__ = "0.1.0"
 
-__all__ = ["MultiTaskClassifier", "PhiNetDataModule", "SyntheticPhiNetDataModule", "__version__"]
+__all__ = [
+    "CrackMaskDataModule",
+    "CrackSegmenter",
+    "MultiTaskClassifier",
+    "PhiNetDataModule",
+    "SyntheticCrackMaskDataModule",
+    "SyntheticPhiNetDataModule",
+    "__version__",
+]
