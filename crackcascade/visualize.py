@@ -1,4 +1,4 @@
-"""Writing predictions for people: per-image CSV/JSON records."""
+"""Writing predictions for people: per-image CSV/JSON records and crack mask PNGs."""
 
 from __future__ import annotations
 
@@ -8,30 +8,79 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
+from PIL import Image
 from pytorch_lightning.callbacks import BasePredictionWriter
 from pytorch_lightning.utilities import rank_zero_info
 
 
 class PredictionWriter(BasePredictionWriter):
-    """Write the records returned by ``predict_step`` as ``predictions.json`` and ``predictions.csv``.
+    """Write what ``predict_step`` returns: ``predictions.json``, ``predictions.csv`` and mask PNGs.
 
-    The CSV has one row per image: ``path``, then per task the predicted class and its
-    probability; the JSON keeps every class probability. Under DDP each rank writes its own
-    ``predictions.rank<k>.*`` files, so no rank waits on another and nothing is written twice.
+    Classification records (``{"path", "tasks": {task: {"class", "probability", ...}}}``) become
+    one CSV row per image with each task's class and probability; the JSON keeps every class
+    probability. Segmentation records (``{"path", "mask", "classes", ...}``) have their mask
+    written as ``masks/<name>.png`` as soon as the batch is done (0/255 for one class, class
+    indices for several) and their arrays dropped, so memory stays flat over thousands of
+    full-resolution photos; the CSV then lists the mask file and each class's pixel fraction.
+
+    Under DDP each rank writes its own ``predictions.rank<k>.*`` files, so no rank waits on
+    another and nothing is written twice.
 
     Args:
         output_dir: Folder for the files; defaults to ``<log dir>/predictions``.
     """
 
     def __init__(self, output_dir: str | None = None) -> None:
-        super().__init__(write_interval="epoch")
+        super().__init__(write_interval="batch_and_epoch")
         self.output_dir = output_dir
+        self._names: set[str] = set()
 
     def _folder(self, trainer: pl.Trainer) -> Path:
         if self.output_dir is not None:
             return Path(self.output_dir)
         return Path(trainer.log_dir or trainer.default_root_dir) / "predictions"
+
+    def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Start a fresh set of output names for this run."""
+        self._names = set()
+
+    def write_on_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        prediction: Any,
+        batch_indices: Sequence[int] | None,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int,
+    ) -> None:
+        """Write the masks of a batch's segmentation records and keep only their summaries."""
+        for record in prediction:
+            if "mask" in record:
+                self._write_mask(self._folder(trainer) / "masks", record)
+
+    def _unique_name(self, path: str) -> str:
+        # Photos from different sub-folders may share a file name; never overwrite one's mask.
+        stem = Path(path).stem
+        name, counter = stem, 1
+        while name in self._names:
+            counter += 1
+            name = f"{stem}_{counter}"
+        self._names.add(name)
+        return name
+
+    def _write_mask(self, folder: Path, record: dict[str, Any]) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        mask = np.asarray(record.pop("mask"), dtype=np.uint8)
+        record.pop("probabilities", None)
+        classes = list(record.get("classes", ["crack"]))
+        pixels = (mask * 255 if len(classes) == 1 else mask).astype(np.uint8)
+        mask_path = folder / f"{self._unique_name(record['path'])}.png"
+        Image.fromarray(pixels).save(mask_path)
+        record["mask_path"] = str(mask_path)
+        record["fractions"] = {c: float((mask == i + 1).mean()) for i, c in enumerate(classes)}
 
     def write_on_epoch_end(
         self,
@@ -40,7 +89,7 @@ class PredictionWriter(BasePredictionWriter):
         predictions: Sequence[Any],
         batch_indices: Sequence[Any],
     ) -> None:
-        """Flatten the per-batch record lists and write them."""
+        """Write all records of the run as JSON and CSV."""
         records = [record for batch in predictions for record in batch]
         folder = self._folder(trainer)
         folder.mkdir(parents=True, exist_ok=True)
@@ -52,13 +101,24 @@ class PredictionWriter(BasePredictionWriter):
 
 
 def write_records_csv(records: Sequence[dict[str, Any]], path: Path) -> None:
-    """Write classification records as CSV: path, then ``<task>`` and ``<task>_probability`` columns."""
-    tasks = list(records[0]["tasks"]) if records else []
+    """Write prediction records as CSV, one row per image.
+
+    Classification records give ``<task>`` and ``<task>_probability`` columns; segmentation
+    records give ``mask_path`` and ``<class>_fraction`` columns.
+    """
+    first = records[0] if records else {}
+    if "tasks" in first:
+        tasks = list(first["tasks"])
+        header = ["path", *[c for t in tasks for c in (t, f"{t}_probability")]]
+        rows = [
+            [r["path"], *[v for t in tasks for v in (r["tasks"][t]["class"], f"{r['tasks'][t]['probability']:.6f}")]]
+            for r in records
+        ]
+    else:
+        classes = list(first.get("fractions", {}))
+        header = ["path", "mask_path", *[f"{c}_fraction" for c in classes]]
+        rows = [[r["path"], r.get("mask_path", ""), *[f"{r['fractions'][c]:.6f}" for c in classes]] for r in records]
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["path", *[c for t in tasks for c in (t, f"{t}_probability")]])
-        for record in records:
-            cells = [record["path"]]
-            for task in tasks:
-                cells += [record["tasks"][task]["class"], f"{record['tasks'][task]['probability']:.6f}"]
-            writer.writerow(cells)
+        writer.writerow(header)
+        writer.writerows(rows)

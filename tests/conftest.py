@@ -29,3 +29,16 @@ def phinet_roots(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def phinet_format(request: pytest.FixtureRequest, phinet_roots: dict[str, Path]) -> tuple[str, Path]:
     """(format, root) for each of the three formats."""
     return request.param, phinet_roots[request.param]
+
+
+@pytest.fixture(scope="session")
+def crack_roots(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Tiny synthetic crack-mask sets (pixel and object scales) as mask pairs and as COCO."""
+    from crackcascade.data.synthetic import write_crack_masks
+
+    roots = {}
+    for fmt in ("masks", "coco"):
+        root = tmp_path_factory.mktemp(f"cracks_{fmt}")
+        write_crack_masks(root, format=fmt, scales=("pixel", "object"), n_train=8, n_test=3, size=80, seed=3)
+        roots[fmt] = root
+    return roots
