@@ -38,6 +38,40 @@ from crackcascade.labels import SCALES, TASK_NAMES, normalize_name, resolve_task
 CombinedMode = Literal["max_size_cycle", "min_size", "max_size"]
 
 
+def check_loader_options(image_size: int, num_workers: int, **batch_sizes: int) -> None:
+    """Fail with one line naming the option if an image size, worker count or batch size cannot work."""
+    for name, value in batch_sizes.items():
+        if value < 1:
+            raise ConfigError(f"data.{name} must be >= 1, got {value}")
+    if image_size < 16:
+        raise ConfigError(f"data.image_size must be >= 16, got {image_size}")
+    if num_workers < 0:
+        raise ConfigError(f"data.num_workers must be >= 0, got {num_workers}")
+
+
+def check_fractions(**fractions: float) -> None:
+    """Fail with one line if split fractions are outside ``[0, 1)`` or leave no training data."""
+    for name, fraction in fractions.items():
+        if not 0.0 <= fraction < 1.0:
+            raise ConfigError(f"data.{name} must be in [0, 1), got {fraction}")
+    if sum(fractions.values()) >= 1.0:
+        names = " + ".join(f"data.{name}" for name in fractions)
+        raise ConfigError(f"{names} must be < 1 so that training data remains")
+
+
+def predict_photos(predict_root: str | None) -> list[Path]:
+    """List the photos under ``data.predict_root`` (recursively), failing with one line if there are none."""
+    if predict_root is None:
+        raise ConfigError("data.predict_root is not set; pass --data.predict_root <folder of photos>")
+    folder = Path(predict_root)
+    if not folder.is_dir():
+        raise DataError(f"data.predict_root '{folder}' does not exist or is not a folder")
+    paths = list_images(folder)
+    if not paths:
+        raise DataError(f"data.predict_root '{folder}': no images found (jpg, png, tif, bmp, webp)")
+    return paths
+
+
 class PhiNetDataModule(pl.LightningDataModule):
     """PEER Hub ImageNet (Phi-Net) data for the eight-task classifier, in any of three formats.
 
@@ -85,14 +119,8 @@ class PhiNetDataModule(pl.LightningDataModule):
         pin_memory: bool | None = None,
     ) -> None:
         super().__init__()
-        if batch_size < 1:
-            raise ConfigError(f"data.batch_size must be >= 1, got {batch_size}")
-        if image_size < 16:
-            raise ConfigError(f"data.image_size must be >= 16, got {image_size}")
-        if not 0.0 <= val_fraction < 1.0:
-            raise ConfigError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
-        if num_workers < 0:
-            raise ConfigError(f"data.num_workers must be >= 0, got {num_workers}")
+        check_loader_options(image_size, num_workers, batch_size=batch_size, eval_batch_size=eval_batch_size or 1)
+        check_fractions(val_fraction=val_fraction)
         try:
             self._requested_tasks = None if tasks is None else resolve_tasks(tasks)
         except ValueError as err:
@@ -159,14 +187,7 @@ class PhiNetDataModule(pl.LightningDataModule):
             self.datasets[split] = {key: _dataset(entry, transform) for key, entry in index[split].items()}
 
     def _predict_dataset(self) -> Dataset[Sample]:
-        if self.predict_root is None:
-            raise ConfigError("data.predict_root is not set; pass --data.predict_root <folder of photos>")
-        folder = Path(self.predict_root)
-        if not folder.is_dir():
-            raise DataError(f"data.predict_root '{folder}' does not exist or is not a folder")
-        paths = list_images(folder)
-        if not paths:
-            raise DataError(f"data.predict_root '{folder}': no images found (jpg, png, tif, bmp, webp)")
+        paths = predict_photos(self.predict_root)
         return ImageFileDataset(paths, transform=classification_transform(self.image_size, train=False))
 
     def _loader(self, dataset: Dataset[Sample], batch_size: int, workers: int, shuffle: bool) -> DataLoader:
@@ -355,18 +376,8 @@ class CrackMaskDataModule(pl.LightningDataModule):
         pin_memory: bool | None = None,
     ) -> None:
         super().__init__()
-        for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
-            if value < 1:
-                raise ConfigError(f"data.{name} must be >= 1, got {value}")
-        if image_size < 16:
-            raise ConfigError(f"data.image_size must be >= 16, got {image_size}")
-        if num_workers < 0:
-            raise ConfigError(f"data.num_workers must be >= 0, got {num_workers}")
-        for name, fraction in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-            if not 0.0 <= fraction < 1.0:
-                raise ConfigError(f"data.{name} must be in [0, 1), got {fraction}")
-        if val_fraction + test_fraction >= 1.0:
-            raise ConfigError("data.val_fraction + data.test_fraction must be < 1 so that training data remains")
+        check_loader_options(image_size, num_workers, batch_size=batch_size, eval_batch_size=eval_batch_size)
+        check_fractions(val_fraction=val_fraction, test_fraction=test_fraction)
         low, high = scale_range
         if not 0.0 < low <= high:
             raise ConfigError(f"data.scale_range must be (low, high) with 0 < low <= high, got {list(scale_range)}")
@@ -478,15 +489,7 @@ class CrackMaskDataModule(pl.LightningDataModule):
             ]
 
     def _predict_dataset(self) -> Dataset[Sample]:
-        if self.predict_root is None:
-            raise ConfigError("data.predict_root is not set; pass --data.predict_root <folder of photos>")
-        folder = Path(self.predict_root)
-        if not folder.is_dir():
-            raise DataError(f"data.predict_root '{folder}' does not exist or is not a folder")
-        paths = list_images(folder)
-        if not paths:
-            raise DataError(f"data.predict_root '{folder}': no images found (jpg, png, tif, bmp, webp)")
-        return PhotoDataset(paths)
+        return PhotoDataset(predict_photos(self.predict_root))
 
     def _loader(self, dataset: Dataset[Sample], batch_size: int, shuffle: bool, collate: Any) -> DataLoader:
         return DataLoader(

@@ -16,6 +16,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 
 from crackcascade.errors import ConfigError
 from crackcascade.labels import IGNORE_INDEX, get_task, resolve_tasks, task_index
+from crackcascade.models.optim import configure_optimizer
 from crackcascade.models.weights import load_weights
 
 Batch = dict[str, Any]
@@ -338,20 +339,4 @@ class MultiTaskClassifier(pl.LightningModule):
 
     def configure_optimizers(self) -> Any:
         """The configured optimizer over all parameters, with optional cosine annealing."""
-        hp = self.hparams
-        params = self.parameters()
-        if hp["optimizer"] == "sgd":
-            opt: torch.optim.Optimizer = torch.optim.SGD(
-                params, lr=hp["lr"], momentum=hp["momentum"], weight_decay=hp["weight_decay"]
-            )
-        elif hp["optimizer"] == "adamw":
-            opt = torch.optim.AdamW(params, lr=hp["lr"], weight_decay=hp["weight_decay"])
-        else:
-            opt = torch.optim.Adam(params, lr=hp["lr"], weight_decay=hp["weight_decay"])
-        if hp["scheduler"] == "cosine":
-            epochs = max(1, self.trainer.max_epochs or 1)
-            return {
-                "optimizer": opt,
-                "lr_scheduler": torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs),
-            }
-        return opt
+        return configure_optimizer(self)
