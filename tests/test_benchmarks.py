@@ -1,0 +1,23 @@
+"""Benchmarks run with their tiniest settings so that they do not rot."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from .conftest import ROOT
+
+
+def test_tiled_inference_benchmark_quick() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "tiled_inference.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    )
+    rows = [line for line in result.stdout.splitlines() if "|" in line and not line.lstrip().startswith("MP")]
+    assert len(rows) == 2, result.stdout
+    for row in rows:
+        untiled, tiled = row.split("|")[1].split(), row.split("|")[2].split()
+        assert float(untiled[0]) > 0 and float(tiled[0]) > 0 and float(tiled[1]) > 0
