@@ -5,6 +5,7 @@ The public classes are importable from here so that configs can say
 """
 
 from crackcascade.data.datamodules import (
+    ConcreteCrackDataModule,
     CrackMaskDataModule,
     PhiNetDataModule,
     SyntheticCrackMaskDataModule,
@@ -16,6 +17,7 @@ from crackcascade.models.segmenter import CrackSegmenter
 __version__ = "0.1.0"
 
 __all__ = [
+    "ConcreteCrackDataModule",
     "CrackMaskDataModule",
     "CrackSegmenter",
     "MultiTaskClassifier",

@@ -33,7 +33,7 @@ from crackcascade.data.io import list_images
 from crackcascade.data.phinet import MANIFEST_KEY, Entry, Format, Index, read_index
 from crackcascade.data.transforms import classification_transform, segmentation_transform
 from crackcascade.errors import ConfigError, DataError
-from crackcascade.labels import SCALES, TASK_NAMES, normalize_name, resolve_tasks
+from crackcascade.labels import IGNORE_INDEX, SCALES, TASK_NAMES, get_task, normalize_name, resolve_tasks, task_index
 
 CombinedMode = Literal["max_size_cycle", "min_size", "max_size"]
 
@@ -581,3 +581,178 @@ class SyntheticCrackMaskDataModule(CrackMaskDataModule):
         from crackcascade.data.synthetic import write_crack_masks
 
         prepare_synthetic(self.root, self.spec, write_crack_masks, self.write_workers)
+
+
+CONCRETE_CRACK_FOLDERS: tuple[tuple[str, bool], ...] = (("Positive", True), ("Negative", False))
+"""Class folders of the Özgenel (2018) concrete-crack set and whether their images show a crack."""
+
+
+class _ConcreteCrackDataset(ImageFileDataset):
+    """:class:`ImageFileDataset` whose samples also carry ``"crack"`` (1 or 0) for cross-dataset metrics."""
+
+    def __init__(self, paths: Sequence[Path], cracks: Sequence[bool], transform: Any) -> None:
+        damage_state = get_task("damage_state")
+        labels = np.full((len(paths), len(TASK_NAMES)), IGNORE_INDEX, dtype=np.int64)
+        labels[:, task_index(damage_state.name)] = [
+            damage_state.class_index("damaged" if crack else "undamaged") for crack in cracks
+        ]
+        super().__init__(paths, labels, transform)
+        self.cracks = [int(crack) for crack in cracks]
+
+    def __getitem__(self, index: int) -> Sample:
+        sample = super().__getitem__(index)
+        sample["crack"] = self.cracks[index]
+        return sample
+
+
+class ConcreteCrackDataModule(pl.LightningDataModule):
+    """The concrete-crack set of Özgenel (2018): ``root/Positive/*`` (crack) and ``root/Negative/*`` (none).
+
+    Images (227 x 227 in the original) are resized to ``image_size`` and labelled in the Phi-Net
+    format for the ``damage_state`` task (Positive is damaged, Negative undamaged; every other task
+    unlabelled), so :class:`~crackcascade.models.multitask.MultiTaskClassifier` fine-tunes on them
+    unchanged. Each sample also carries ``"crack"`` (1 or 0): a classifier with a ``damage_type``
+    head then also logs whether that head finds the cracks (the paper's cross-dataset Table 2),
+    which is how a Phi-Net-trained checkpoint is evaluated on this set.
+
+    The set has no splits of its own: test and validation are carved per class (stratified, so
+    each split keeps the class balance), seeded, test first, so a change of ``val_fraction`` leaves
+    the test images unchanged. Folder names match case-insensitively.
+
+    Args:
+        root: Folder holding ``Positive/`` and ``Negative/``.
+        image_size: Side of the square images fed to the model (224 in the paper).
+        batch_size: Training images per step.
+        eval_batch_size: Batch size for validation, test and predict; defaults to ``batch_size``.
+        num_workers: DataLoader worker processes per loader.
+        val_fraction: Fraction of each class held out for validation (0: no validation).
+        test_fraction: Fraction of each class held out for test (0: no test split).
+        seed: Seed of the splits.
+        augment: Apply training augmentation (flips and colour jitter).
+        predict_root: Folder of photos for ``predict`` (searched recursively).
+        pin_memory: Pin host memory for faster GPU transfer; None pins when CUDA is available.
+    """
+
+    def __init__(
+        self,
+        root: str = "data/concrete_crack",
+        image_size: int = 224,
+        batch_size: int = 40,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.2,
+        seed: int = 0,
+        augment: bool = True,
+        predict_root: str | None = None,
+        pin_memory: bool | None = None,
+    ) -> None:
+        super().__init__()
+        check_loader_options(image_size, num_workers, batch_size=batch_size, eval_batch_size=eval_batch_size or 1)
+        check_fractions(val_fraction=val_fraction, test_fraction=test_fraction)
+        self.save_hyperparameters()
+        self.root = Path(root)
+        self.image_size = image_size
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.val_fraction = val_fraction
+        self.test_fraction = test_fraction
+        self.seed = seed
+        self.augment = augment
+        self.predict_root = predict_root
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        self._splits: dict[str, tuple[list[Path], list[bool]]] | None = None
+        self.datasets: dict[str, Dataset[Sample]] = {}
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        """Tasks this data provides labels for: the damage state only."""
+        return (get_task("damage_state").name,)
+
+    def class_folder(self, name: str) -> Path:
+        """The class folder ``root/<name>``, matched case-insensitively, holding at least one image."""
+        if not self.root.is_dir():
+            raise DataError(f"data.root '{self.root}' does not exist or is not a folder; set --data.root")
+        matches = [c for c in sorted(self.root.iterdir()) if c.is_dir() and c.name.lower() == name.lower()]
+        if not matches:
+            expected = " and ".join(f"{n}/" for n, _ in CONCRETE_CRACK_FOLDERS)
+            raise DataError(f"data.root '{self.root}': no '{name}' folder; the set needs {expected}")
+        if len(matches) > 1:
+            spellings = ", ".join(f"'{m.name}'" for m in matches)
+            raise DataError(f"data.root '{self.root}': folders {spellings} differ only in case; keep one")
+        if not list_images(matches[0], recursive=False):
+            raise DataError(f"{matches[0]}: '{name}' folder has no images (jpg, png, tif, bmp, webp)")
+        return matches[0]
+
+    def splits(self) -> dict[str, tuple[list[Path], list[bool]]]:
+        """Read (once) both class folders and split them; split -> (paths, crack flags)."""
+        if self._splits is None:
+            splits: dict[str, tuple[list[Path], list[bool]]] = {s: ([], []) for s in ("train", "val", "test")}
+            for stream, (name, crack) in enumerate(CONCRETE_CRACK_FOLDERS):
+                paths = list_images(self.class_folder(name), recursive=False)
+                for split, chosen in self._carve(paths, stream).items():
+                    splits[split][0].extend(chosen)
+                    splits[split][1].extend([crack] * len(chosen))
+            self._splits = splits
+        return self._splits
+
+    def _carve(self, paths: list[Path], stream: int) -> dict[str, list[Path]]:
+        # Fractions are of the whole class, so the test and validation sizes do not depend on each other.
+        total = len(paths)
+        carved: dict[str, list[Path]] = {}
+        for split, fraction, code in (("test", self.test_fraction, 1), ("val", self.val_fraction, 0)):
+            n_out = 0 if fraction == 0 else min(len(paths) - 1, max(1, round(total * fraction)))
+            perm = np.random.default_rng([self.seed, stream, code]).permutation(len(paths))
+            carved[split] = [paths[i] for i in np.sort(perm[:n_out])]
+            paths = [paths[i] for i in np.sort(perm[n_out:])]
+        carved["train"] = paths
+        return carved
+
+    def setup(self, stage: str) -> None:
+        """Build the datasets a stage needs (``fit``, ``validate``, ``test`` or ``predict``)."""
+        if stage == "predict":
+            paths = predict_photos(self.predict_root)
+            self.datasets["predict"] = ImageFileDataset(paths, transform=self._transform(train=False))
+            return
+        splits = self.splits()
+        needed = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}[stage]
+        for split in needed:
+            paths, cracks = splits[split]
+            if split == "val" and stage == "fit" and self.val_fraction == 0:
+                self.datasets.pop("val", None)  # no validation asked for: train only
+                continue
+            if not paths:
+                # Carving always leaves training images, so only a held-out split can be empty here.
+                hint = f"set data.{split}_fraction > 0 (each class needs 2+ images)"
+                raise DataError(f"data.root '{self.root}': no {split} images; {hint}")
+            self.datasets[split] = _ConcreteCrackDataset(paths, cracks, self._transform(train=split == "train"))
+
+    def _transform(self, train: bool) -> Any:
+        return classification_transform(self.image_size, train=train, augment=self.augment)
+
+    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            self.datasets[split],
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled training images of both classes."""
+        return self._loader("train", self.batch_size, True)
+
+    def val_dataloader(self) -> DataLoader | list[DataLoader]:
+        """Validation images; empty (no validation) when ``val_fraction`` is 0."""
+        return self._loader("val", self.eval_batch_size, False) if "val" in self.datasets else []
+
+    def test_dataloader(self) -> DataLoader:
+        """Test images of both classes."""
+        return self._loader("test", self.eval_batch_size, False)
+
+    def predict_dataloader(self) -> DataLoader:
+        """Photos under ``predict_root``, unlabelled."""
+        return self._loader("predict", self.eval_batch_size, False)

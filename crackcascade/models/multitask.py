@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -12,15 +13,18 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_only
 from torch import Tensor, nn
-from torchmetrics.classification import MulticlassConfusionMatrix
+from torchmetrics.classification import BinaryConfusionMatrix, MulticlassConfusionMatrix
 
 from crackcascade.errors import ConfigError
-from crackcascade.labels import IGNORE_INDEX, get_task, resolve_tasks, task_index
+from crackcascade.labels import CRACK_DAMAGE_TYPES, IGNORE_INDEX, get_task, resolve_tasks, task_index
 from crackcascade.models.optim import configure_optimizer
 from crackcascade.models.weights import load_weights
 
 Batch = dict[str, Any]
 STAGES: tuple[str, ...] = ("train", "val", "test")
+CRACK_STAGES: tuple[str, ...] = ("val", "test")
+"""Stages scored for "crack present" when their batches carry a ``"crack"`` flag (cross-dataset tests)."""
+_DAMAGE_TYPE = get_task("damage_type")
 
 
 def collate_tasks(batch: Batch | dict[str, Batch | None]) -> Batch:
@@ -75,6 +79,36 @@ def masked_cross_entropy(
         per_task[task] = summed / count
         total = total + (1.0 if weights is None else weights.get(task, 1.0)) * per_task[task]
     return total, per_task
+
+
+def predicts_crack(damage_type_logits: Tensor) -> Tensor:
+    """Whether each image is called cracked: the damage-type argmax is one of ``CRACK_DAMAGE_TYPES``.
+
+    Args:
+        damage_type_logits: ``(B, C)`` logits of the damage-type head.
+
+    Returns:
+        ``(B,)`` bool tensor.
+    """
+    crack_classes = torch.tensor(
+        [_DAMAGE_TYPE.class_index(name) for name in CRACK_DAMAGE_TYPES], device=damage_type_logits.device
+    )
+    return torch.isin(damage_type_logits.argmax(1), crack_classes)
+
+
+def binary_scores(matrix: Tensor) -> dict[str, float]:
+    """Accuracy, precision, recall and F1 of the positive class from a 2x2 matrix ``[[tn, fp], [fn, tp]]``.
+
+    A ratio with an empty denominator (no predicted or no true positive) is 0, as in torchmetrics.
+    """
+    (tn, fp), (fn, tp) = matrix.double().tolist()
+    total = tn + fp + fn + tp
+    return {
+        "acc": (tp + tn) / total if total else 0.0,
+        "precision": tp / (tp + fp) if tp + fp else 0.0,
+        "recall": tp / (tp + fn) if tp + fn else 0.0,
+        "f1": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0,
+    }
 
 
 def scores_from_confusion(matrix: Tensor) -> tuple[Tensor, Tensor]:
@@ -176,11 +210,20 @@ class MultiTaskClassifier(pl.LightningModule):
                 for stage in STAGES
             }
         )
+        # "Crack present" as read from the damage-type head, for data with a crack flag only (the
+        # paper's Table 2); None without that head, so other models' state and checkpoints are unchanged.
+        self.crack_confusion: nn.ModuleDict | None = None
+        if _DAMAGE_TYPE.name in self.tasks:
+            self.crack_confusion = nn.ModuleDict({f"{stage}_cm": BinaryConfusionMatrix() for stage in CRACK_STAGES})
         self.last_metrics: dict[str, dict[str, float]] = {}
         self._data_tasks: set[str] = set(self.tasks)
 
     def _confusion(self, stage: str, task: str) -> MulticlassConfusionMatrix:
         return cast(MulticlassConfusionMatrix, self.confusion[f"{stage}_cm"][task])  # type: ignore[index]
+
+    def _crack_confusion(self, stage: str) -> BinaryConfusionMatrix:
+        assert self.crack_confusion is not None  # only called with a damage-type head
+        return cast(BinaryConfusionMatrix, self.crack_confusion[f"{stage}_cm"])
 
     def normalize(self, images: Tensor) -> Tensor:
         """Map ``uint8`` images (or floats in ``[0, 255]``) to the backbone's normalized input."""
@@ -234,6 +277,9 @@ class MultiTaskClassifier(pl.LightningModule):
             self.log(f"{stage}_{task}_loss", task_loss, batch_size=size, sync_dist=stage != "train")
         for task, task_logits in logits.items():
             self._confusion(stage, task).update(task_logits.detach().argmax(1), labels[:, task_index(task)])
+        if "crack" in batch and self.crack_confusion is not None and stage in CRACK_STAGES:
+            predicted = predicts_crack(logits[_DAMAGE_TYPE.name].detach())
+            self._crack_confusion(stage).update(predicted.long(), torch.as_tensor(batch["crack"]).long())
         return loss
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
@@ -253,6 +299,7 @@ class MultiTaskClassifier(pl.LightningModule):
         # that another skipped; tasks with no labelled image anywhere are then left out.
         metrics: dict[str, float] = {}
         matrices: dict[str, Any] = {}
+        crack = self._crack_scores(stage)
         for task in self.tasks:
             matrix = self._confusion(stage, task).compute()
             self._confusion(stage, task).reset()
@@ -261,18 +308,33 @@ class MultiTaskClassifier(pl.LightningModule):
             accuracy, f1 = scores_from_confusion(matrix)
             metrics[f"{task}_acc"], metrics[f"{task}_f1"] = accuracy.item(), f1.item()
             matrices[task] = {"classes": list(get_task(task).classes), "matrix": matrix.tolist()}
-        if not matrices:
+        if not matrices and not crack:
             return
-        metrics["acc"] = sum(metrics[f"{t}_acc"] for t in matrices) / len(matrices)
-        metrics["f1"] = sum(metrics[f"{t}_f1"] for t in matrices) / len(matrices)
+        if matrices:
+            metrics["acc"] = sum(metrics[f"{t}_acc"] for t in matrices) / len(matrices)
+            metrics["f1"] = sum(metrics[f"{t}_f1"] for t in matrices) / len(matrices)
+        metrics.update({f"crack_{name}": value for name, value in crack.items()})
         for name, value in metrics.items():
             self.log(f"{stage}_{name}", value, prog_bar=name == "acc")
         self.last_metrics[stage] = metrics
-        if stage != "train" and not self.trainer.sanity_checking:
+        if stage != "train" and matrices and not self.trainer.sanity_checking:
             self._save_confusion(stage, matrices)
             if stage == "val":
                 per_task = " ".join(f"{t} {metrics[f'{t}_acc']:.3f}" for t in matrices)
                 rank_zero_info(f"epoch {self.current_epoch}: val_acc {metrics['acc']:.3f} ({per_task})")
+
+    def _crack_scores(self, stage: str) -> dict[str, float]:
+        """Crack accuracy, precision, recall and F1 of a stage (synced), or {} when nothing was counted."""
+        if self.crack_confusion is None or stage not in CRACK_STAGES:
+            return {}
+        metric = self._crack_confusion(stage)
+        # Computed on every rank, counted or not, so that no rank waits on a sync another skipped;
+        # Phi-Net data never counts here, and torchmetrics would warn about that every epoch.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"The ``compute`` method of metric", category=UserWarning)
+            matrix = metric.compute()
+        metric.reset()
+        return binary_scores(matrix) if matrix.sum() > 0 else {}
 
     @rank_zero_only
     def _save_confusion(self, stage: str, matrices: dict[str, Any]) -> None:
@@ -316,7 +378,14 @@ class MultiTaskClassifier(pl.LightningModule):
                 lines.append(
                     f"{task:<14}{n:>8}{1 / n:>8.3f}{metrics[f'{task}_acc']:>8.3f}{metrics[f'{task}_f1']:>10.3f}"
                 )
-        lines.append(f"{'mean':<14}{'':>8}{'':>8}{metrics['acc']:>8.3f}{metrics['f1']:>10.3f}")
+        if "acc" in metrics:
+            lines.append(f"{'mean':<14}{'':>8}{'':>8}{metrics['acc']:>8.3f}{metrics['f1']:>10.3f}")
+        if "crack_acc" in metrics:
+            # The damage-type head read as crack / no crack, against the data's crack flags (F1 of "crack").
+            lines.append(
+                f"{'crack present':<14}{2:>8}{0.5:>8.3f}{metrics['crack_acc']:>8.3f}{metrics['crack_f1']:>10.3f}"
+                f"  precision {metrics['crack_precision']:.3f} recall {metrics['crack_recall']:.3f}"
+            )
         rank_zero_info("\n".join(lines))
 
     def predict_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Any]]:
