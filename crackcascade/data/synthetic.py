@@ -1585,6 +1585,17 @@ def _csv_count(n: int, n_tasks: int) -> int:
     return 0 if n == 0 else max(1, round(n * n_tasks / 3))
 
 
+def _check_integers(**options: tuple[object, int]) -> None:
+    """Raise a one-line ValueError naming the first option that is not an integer >= its minimum.
+
+    Args:
+        **options: Option name -> (value, minimum).
+    """
+    for name, (value, minimum) in options.items():
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+            raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
 def write_phinet(
     root: str | Path,
     *,
@@ -1629,14 +1640,7 @@ def write_phinet(
     """
     if format not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
-    for name, value, minimum in (
-        ("n_train", n_train, 1),
-        ("n_test", n_test, 0),
-        ("seed", seed, 0),
-        ("workers", workers, 1),
-    ):
-        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-            raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    _check_integers(n_train=(n_train, 1), n_test=(n_test, 0), seed=(seed, 0), workers=(workers, 1))
     size = _check_size(size)
     try:
         chosen = resolve_tasks(None if tasks is None else [tasks] if isinstance(tasks, str) else list(tasks))
@@ -1905,14 +1909,7 @@ def write_crack_masks(
     """
     if format not in MASK_FORMATS:
         raise ValueError(f"format must be one of {', '.join(MASK_FORMATS)}, got {format!r}")
-    for name, value, minimum in (
-        ("n_train", n_train, 1),
-        ("n_test", n_test, 0),
-        ("seed", seed, 0),
-        ("workers", workers, 1),
-    ):
-        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-            raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    _check_integers(n_train=(n_train, 1), n_test=(n_test, 0), seed=(seed, 0), workers=(workers, 1))
     size = _check_size(size)
     scale_indices = _mask_scales(scales)
     chosen = _mask_classes(classes)
@@ -2053,9 +2050,7 @@ def write_concrete_cracks(root: str | Path, *, n: int = 40, size: int = 227, see
     """
     from crackcascade.data.datamodules import CONCRETE_CRACK_FOLDERS
 
-    for name, value, minimum in (("n", n, 1), ("seed", seed, 0), ("workers", workers, 1)):
-        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-            raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    _check_integers(n=(n, 1), seed=(seed, 0), workers=(workers, 1))
     size = _check_size(size)
     root = Path(root)
     jobs = []
