@@ -38,6 +38,26 @@ from crackcascade.labels import IGNORE_INDEX, SCALES, TASK_NAMES, get_task, norm
 CombinedMode = Literal["max_size_cycle", "min_size", "max_size"]
 
 
+def make_loader(
+    dataset: Dataset[Sample],
+    batch_size: int,
+    shuffle: bool,
+    workers: int,
+    pin_memory: bool,
+    collate: Any = None,
+) -> DataLoader:
+    """The DataLoader every crackcascade data module builds: workers kept alive between epochs."""
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=workers,
+        collate_fn=collate,
+        pin_memory=pin_memory,
+        persistent_workers=workers > 0,
+    )
+
+
 def check_loader_options(image_size: int, num_workers: int, **batch_sizes: int) -> None:
     """Fail with one line naming the option if an image size, worker count or batch size cannot work."""
     for name, value in batch_sizes.items():
@@ -190,27 +210,20 @@ class PhiNetDataModule(pl.LightningDataModule):
         paths = predict_photos(self.predict_root)
         return ImageFileDataset(paths, transform=classification_transform(self.image_size, train=False))
 
-    def _loader(self, dataset: Dataset[Sample], batch_size: int, workers: int, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            num_workers=workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=workers > 0,
-        )
-
     def train_dataloader(self) -> CombinedLoader:
         """One shuffled loader per task, combined so that each step holds every task."""
         sets = self.datasets["train"]
         per_loader_batch = max(1, math.ceil(self.batch_size / len(sets)))
         per_loader_workers = math.ceil(self.num_workers / len(sets)) if self.num_workers else 0
-        loaders = {key: self._loader(ds, per_loader_batch, per_loader_workers, True) for key, ds in sets.items()}
+        loaders = {
+            key: make_loader(ds, per_loader_batch, True, per_loader_workers, self.pin_memory)
+            for key, ds in sets.items()
+        }
         return CombinedLoader(loaders, mode=self.combined_mode)
 
     def _eval_loader(self, split: str) -> DataLoader:
         dataset: Dataset[Sample] = ConcatDataset(list(self.datasets[split].values()))
-        return self._loader(dataset, self.eval_batch_size, self.num_workers, False)
+        return make_loader(dataset, self.eval_batch_size, False, self.num_workers, self.pin_memory)
 
     def val_dataloader(self) -> DataLoader | list[DataLoader]:
         """All tasks' validation images in one loader; metrics split them by label.
@@ -492,15 +505,7 @@ class CrackMaskDataModule(pl.LightningDataModule):
         return PhotoDataset(predict_photos(self.predict_root))
 
     def _loader(self, dataset: Dataset[Sample], batch_size: int, shuffle: bool, collate: Any) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            collate_fn=collate,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
-        )
+        return make_loader(dataset, batch_size, shuffle, self.num_workers, self.pin_memory, collate)
 
     def train_dataloader(self) -> DataLoader:
         """One shuffled loader over the training images of every chosen scale."""
@@ -732,14 +737,7 @@ class ConcreteCrackDataModule(pl.LightningDataModule):
         return classification_transform(self.image_size, train=train, augment=self.augment)
 
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            self.datasets[split],
-            batch_size=batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
-        )
+        return make_loader(self.datasets[split], batch_size, shuffle, self.num_workers, self.pin_memory)
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled training images of both classes."""
