@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 from numpy.lib.format import open_memmap
@@ -161,6 +161,8 @@ _SEVERITY: dict[str, _Severity] = {
 }
 
 Rng = np.random.Generator
+_J = TypeVar("_J")
+_R = TypeVar("_R")
 Point = tuple[float, float]
 Array = np.ndarray
 
@@ -1563,15 +1565,16 @@ def _run_job(job: _Job) -> tuple[np.ndarray | None, dict[str, int], str]:
 
 
 @contextlib.contextmanager
-def _mapper(
-    workers: int,
-) -> Iterator[Callable[[Iterable[_Job]], Iterator[tuple[np.ndarray | None, dict[str, int], str]]]]:
-    """An ordered ``map`` over jobs: in-process, or across a pool of ``workers`` processes."""
+def _mapper(function: Callable[[_J], _R], workers: int) -> Iterator[Callable[[Iterable[_J]], Iterator[_R]]]:
+    """An ordered ``map`` of ``function`` over jobs: in-process, or across a pool of ``workers`` processes.
+
+    Every job carries its own seed, so the files are the same whichever way the jobs run.
+    """
     if workers == 1:
-        yield lambda jobs: map(_run_job, jobs)
+        yield lambda jobs: map(function, jobs)
         return
     with multiprocessing.get_context().Pool(workers) as pool:
-        yield lambda jobs: pool.imap(_run_job, jobs, chunksize=4)
+        yield lambda jobs: pool.imap(function, jobs, chunksize=4)
 
 
 def _class_order(seed: int, stream: int, split: int, n: int, num_classes: int) -> np.ndarray:
@@ -1649,7 +1652,7 @@ def write_phinet(
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     counts = {"train": int(n_train), "test": int(n_test)}
-    with _mapper(int(workers)) as run:
+    with _mapper(_run_job, int(workers)) as run:
         if format == "csv":
             _write_csv(root, run, chosen, counts, size, int(seed))
         else:
@@ -1849,16 +1852,6 @@ def _run_polygons(layer: np.ndarray) -> list[list[float]]:
     return polygons
 
 
-@contextlib.contextmanager
-def _mask_mapper(workers: int) -> Iterator[Callable[[Iterable[_MaskJob]], Iterator[list[dict[str, Any]]]]]:
-    """An ordered ``map`` of mask jobs: in-process, or across a pool of ``workers`` processes."""
-    if workers == 1:
-        yield lambda jobs: map(_run_mask_job, jobs)
-        return
-    with multiprocessing.get_context().Pool(workers) as pool:
-        yield lambda jobs: pool.imap(_run_mask_job, jobs, chunksize=4)
-
-
 def write_crack_masks(
     root: str | Path,
     *,
@@ -1915,7 +1908,7 @@ def write_crack_masks(
     chosen = _mask_classes(classes)
     root = Path(root)
     counts = {"train": int(n_train), "test": int(n_test)}
-    with _mask_mapper(int(workers)) as run:
+    with _mapper(_run_mask_job, int(workers)) as run:
         for scale_index in scale_indices:
             for split_index, split in enumerate(_SPLITS):
                 n = counts[split]
@@ -2060,12 +2053,9 @@ def write_concrete_cracks(root: str | Path, *, n: int = 40, size: int = 227, see
             _ConcreteJob(int(seed), folder_index, i, size, crack, str(root / folder / f"{i:05d}.jpg"))
             for i in range(int(n))
         ]
-    if workers == 1:
-        for job in jobs:
-            _run_concrete_job(job)
-    else:
-        with multiprocessing.get_context().Pool(int(workers)) as pool:
-            pool.map(_run_concrete_job, jobs, chunksize=4)
+    with _mapper(_run_concrete_job, int(workers)) as run:
+        for _ in run(jobs):
+            pass
     return root
 
 
