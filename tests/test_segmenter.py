@@ -249,6 +249,18 @@ def test_forward_any_size_and_two_classes() -> None:
     assert white.tolist() == pytest.approx(expected, rel=1e-6)
 
 
+def test_channels_last_is_the_same_network_in_a_faster_layout() -> None:
+    torch.manual_seed(0)
+    fast = CrackSegmenter(encoder_name="tu-test_resnet", channels_last=True).eval()
+    plain = CrackSegmenter(encoder_name="tu-test_resnet", channels_last=False).eval()
+    plain.load_state_dict(fast.state_dict())
+    conv = next(m for m in fast.model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    images = torch.randint(0, 255, (2, 3, 70, 45), dtype=torch.uint8)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(images), plain(images), atol=1e-4, rtol=1e-4)
+
+
 def test_class_map_uses_each_class_threshold() -> None:
     model = CrackSegmenter(encoder_name=ENCODER, classes=["crack", "spalling"])
     model.threshold.copy_(torch.tensor([0.3, 0.6]))

@@ -428,6 +428,9 @@ class CrackSegmenter(pl.LightningModule):
         tile_size: Tile side for prediction on photos (multiple of 32).
         tile_overlap: Minimum overlap of prediction tiles.
         tile_batch_size: Tiles per forward pass during prediction.
+        channels_last: Run the U-Net in channels-last memory layout. oneDNN and cuDNN convolutions
+            are faster in it, most with bf16/fp16 mixed precision (``--trainer.precision
+            bf16-mixed``): 3.3x per training step on a CPU with AMX (see the README).
     """
 
     mean: Tensor
@@ -452,6 +455,7 @@ class CrackSegmenter(pl.LightningModule):
         tile_size: int = 512,
         tile_overlap: int = 64,
         tile_batch_size: int = 4,
+        channels_last: bool = True,
     ) -> None:
         super().__init__()
         classes = [classes] if isinstance(classes, str) else list(classes)
@@ -466,6 +470,8 @@ class CrackSegmenter(pl.LightningModule):
             raise ConfigError(f"model.encoder_name '{encoder_name}': {message}") from None
         if pretrained_weights:
             load_encoder_weights(self.model.encoder, encoder_name, pretrained_weights)
+        if channels_last:
+            self.model.to(memory_format=torch.channels_last)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255, persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255, persistent=False)
         self.grid: tuple[float, ...] = tuple(sorted({*THRESHOLD_GRID, *([threshold] if threshold is not None else [])}))
@@ -514,7 +520,10 @@ class CrackSegmenter(pl.LightningModule):
     def forward(self, images: Tensor) -> Tensor:
         """Return ``(B, C, H, W)`` logits for ``(B, 3, H, W)`` images (``uint8`` or float 0-255) of any size."""
         height, width = images.shape[-2:]
-        logits = self.model(pad_to_multiple(self.normalize(images), PAD_MULTIPLE))
+        inputs = pad_to_multiple(self.normalize(images), PAD_MULTIPLE)
+        if self.hparams["channels_last"]:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        logits = self.model(inputs)
         return logits[..., :height, :width]
 
     def _probabilities(self, images: Tensor) -> Tensor:
