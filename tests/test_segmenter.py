@@ -261,6 +261,20 @@ def test_channels_last_is_the_same_network_in_a_faster_layout() -> None:
         torch.testing.assert_close(fast(images), plain(images), atol=1e-4, rtol=1e-4)
 
 
+def test_tta_averages_the_four_flips() -> None:
+    torch.manual_seed(0)
+    model = CrackSegmenter(encoder_name="tu-test_resnet", tta=True).eval()
+    images = torch.randint(0, 255, (1, 3, 40, 56), dtype=torch.uint8)
+    with torch.no_grad():
+        views = [torch.sigmoid(model(images.flip(d)) if d else model(images)) for d in ((), (-1,), (-2,), (-2, -1))]
+        expected = (views[0] + views[1].flip(-1) + views[2].flip(-2) + views[3].flip(-2, -1)) / 4
+        torch.testing.assert_close(model._probabilities(images), expected)
+        plain = model._probabilities(images, model(images))
+        assert not torch.allclose(plain, views[0]), "an untrained net is not flip-invariant"
+        model.hparams["tta"] = False
+        torch.testing.assert_close(model._probabilities(images), views[0])
+
+
 def test_class_map_uses_each_class_threshold() -> None:
     model = CrackSegmenter(encoder_name=ENCODER, classes=["crack", "spalling"])
     model.threshold.copy_(torch.tensor([0.3, 0.6]))

@@ -431,6 +431,8 @@ class CrackSegmenter(pl.LightningModule):
         channels_last: Run the U-Net in channels-last memory layout. oneDNN and cuDNN convolutions
             are faster in it, most with bf16/fp16 mixed precision (``--trainer.precision
             bf16-mixed``): 3.3x per training step on a CPU with AMX (see the README).
+        tta: Test-time augmentation: validation, test and predict average the probabilities of
+            the photo and its three flips (4x the inference time). The loss stays unflipped.
     """
 
     mean: Tensor
@@ -456,6 +458,7 @@ class CrackSegmenter(pl.LightningModule):
         tile_overlap: int = 64,
         tile_batch_size: int = 4,
         channels_last: bool = True,
+        tta: bool = False,
     ) -> None:
         super().__init__()
         classes = [classes] if isinstance(classes, str) else list(classes)
@@ -526,8 +529,16 @@ class CrackSegmenter(pl.LightningModule):
         logits = self.model(inputs)
         return logits[..., :height, :width]
 
-    def _probabilities(self, images: Tensor) -> Tensor:
-        return torch.sigmoid(self(images).float())
+    def _probabilities(self, images: Tensor, logits: Tensor | None = None) -> Tensor:
+        """Sigmoid probabilities; with ``tta`` the mean over the four flips of the images."""
+        if logits is None:
+            logits = self(images)
+        probabilities = torch.sigmoid(logits.float())
+        if not self.hparams["tta"]:
+            return probabilities
+        for dims in ((-1,), (-2,), (-2, -1)):
+            probabilities += torch.sigmoid(self(images.flip(dims)).float()).flip(dims)
+        return probabilities / 4
 
     def segment(self, image: Tensor) -> Tensor:
         """Class probabilities of one photo of any size, by tiles (see :func:`~crackcascade.tiling.predict_tiled`).
@@ -637,7 +648,7 @@ class CrackSegmenter(pl.LightningModule):
 
     def _eval_step(self, batch: Batch, stage: str, dataloader_idx: int) -> None:
         logits = self(batch["image"])
-        probabilities = torch.sigmoid(logits.float())
+        probabilities = self._probabilities(batch["image"], logits)
         mask = batch["mask"]
         scales = self._scales_of(batch, dataloader_idx)
         for scale in dict.fromkeys(scales):
