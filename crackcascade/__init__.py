@@ -11,6 +11,7 @@ from crackcascade.data.datamodules import (
     SyntheticCrackMaskDataModule,
     SyntheticPhiNetDataModule,
 )
+from crackcascade.models.cascade import CrackCascade
 from crackcascade.models.multitask import MultiTaskClassifier
 from crackcascade.models.segmenter import CrackSegmenter
 
@@ -18,6 +19,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ConcreteCrackDataModule",
+    "CrackCascade",
     "CrackMaskDataModule",
     "CrackSegmenter",
     "MultiTaskClassifier",

@@ -1,4 +1,4 @@
-"""Writing predictions for people: per-image CSV/JSON records and crack mask PNGs."""
+"""Writing predictions for people: per-image CSV/JSON records, crack mask PNGs, overlays and an HTML report."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from PIL import Image
 from pytorch_lightning.callbacks import BasePredictionWriter
 from pytorch_lightning.utilities import rank_zero_info
 
+from crackcascade.report import describe, overlay, overlay_thumbnail, write_report
+
 
 class PredictionWriter(BasePredictionWriter):
     """Write what ``predict_step`` returns: ``predictions.json``, ``predictions.csv`` and mask PNGs.
@@ -25,8 +27,14 @@ class PredictionWriter(BasePredictionWriter):
     indices for several) and their arrays dropped, so memory stays flat over thousands of
     full-resolution photos; the CSV then lists the mask file and each class's pixel fraction.
 
-    Under DDP each rank writes its own ``predictions.rank<k>.*`` files, so no rank waits on
-    another and nothing is written twice.
+    Cascade records (:class:`~crackcascade.models.cascade.CrackCascade`) also carry the photo:
+    it becomes ``overlays/<name>.png`` (cracks red on the photo tinted light blue) and a small
+    thumbnail, each record gets its one-sentence ``summary``, and the run ends with
+    ``report.html``, a self-contained page (summary, per-scale figures, gallery linking to the
+    overlays) that opens in any browser.
+
+    Under DDP each rank writes its own ``predictions.rank<k>.*`` files (and report), so no rank
+    waits on another and nothing is written twice.
 
     Args:
         output_dir: Folder for the files; defaults to ``<log dir>/predictions``.
@@ -36,6 +44,8 @@ class PredictionWriter(BasePredictionWriter):
         super().__init__(write_interval="batch_and_epoch")
         self.output_dir = output_dir
         self._names: set[str] = set()
+        self._thumbnails: dict[str, np.ndarray] = {}
+        self._overlays: dict[str, str] = {}
 
     def _folder(self, trainer: pl.Trainer) -> Path:
         if self.output_dir is not None:
@@ -45,6 +55,8 @@ class PredictionWriter(BasePredictionWriter):
     def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Start a fresh set of output names for this run."""
         self._names = set()
+        self._thumbnails = {}
+        self._overlays = {}
 
     def write_on_batch_end(
         self,
@@ -58,8 +70,15 @@ class PredictionWriter(BasePredictionWriter):
     ) -> None:
         """Write the masks of a batch's segmentation records and keep only their summaries."""
         for record in prediction:
-            if "mask" in record:
-                self._write_mask(self._folder(trainer) / "masks", record)
+            image = record.pop("image", None)
+            mask = np.asarray(record["mask"], dtype=np.uint8) if "mask" in record else None
+            if mask is not None:
+                folder = self._folder(trainer)
+                name = self._write_mask(folder / "masks", record)
+                if image is not None:
+                    self._write_overlay(folder / "overlays" / f"{name}.png", record, np.asarray(image), mask)
+            if "tasks" in record and "segmented" in record:
+                record["summary"] = describe(record)
 
     def _unique_name(self, path: str) -> str:
         # Photos from different sub-folders may share a file name; never overwrite one's mask.
@@ -71,16 +90,26 @@ class PredictionWriter(BasePredictionWriter):
         self._names.add(name)
         return name
 
-    def _write_mask(self, folder: Path, record: dict[str, Any]) -> None:
+    def _write_mask(self, folder: Path, record: dict[str, Any]) -> str:
         folder.mkdir(parents=True, exist_ok=True)
         mask = np.asarray(record.pop("mask"), dtype=np.uint8)
         record.pop("probabilities", None)
         classes = list(record.get("classes", ["crack"]))
         pixels = (mask * 255 if len(classes) == 1 else mask).astype(np.uint8)
-        mask_path = folder / f"{self._unique_name(record['path'])}.png"
+        name = self._unique_name(record["path"])
+        mask_path = folder / f"{name}.png"
         Image.fromarray(pixels).save(mask_path)
         record["mask_path"] = str(mask_path)
         record["fractions"] = {c: float((mask == i + 1).mean()) for i, c in enumerate(classes)}
+        return name
+
+    def _write_overlay(self, path: Path, record: dict[str, Any], image: np.ndarray, mask: np.ndarray) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        classes = list(record.get("classes", ["crack"]))
+        Image.fromarray(overlay(image, mask, classes)).save(path)
+        record["overlay_path"] = str(path)
+        self._overlays[record["path"]] = str(path.resolve())
+        self._thumbnails[record["path"]] = overlay_thumbnail(image, mask, classes)
 
     def write_on_epoch_end(
         self,
@@ -98,16 +127,29 @@ class PredictionWriter(BasePredictionWriter):
         json_path.write_text(json.dumps(records, indent=1))
         write_records_csv(records, folder / f"predictions{suffix}.csv")
         rank_zero_info(f"wrote {len(records)} predictions to {json_path} and {json_path.with_suffix('.csv')}")
+        if any("summary" in r for r in records):
+            report = write_report(
+                folder / f"report{suffix}.html",
+                records,
+                title=f"crackcascade: {len(records)} photos",
+                overlays=self._overlays,
+                thumbnails=self._thumbnails,
+            )
+            rank_zero_info(f"wrote the report {report}")
 
 
 def write_records_csv(records: Sequence[dict[str, Any]], path: Path) -> None:
     """Write prediction records as CSV, one row per image.
 
     Classification records give ``<task>`` and ``<task>_probability`` columns; segmentation
-    records give ``mask_path`` and ``<class>_fraction`` columns.
+    records give ``mask_path`` and ``<class>_fraction`` columns; cascade records give each
+    task's class, the scale, gate score, whether the U-Net ran, crack count, length and width,
+    the mask and overlay files and the one-sentence summary.
     """
     first = records[0] if records else {}
-    if "tasks" in first:
+    if "tasks" in first and "segmented" in first:
+        header, rows = _cascade_rows(records)
+    elif "tasks" in first:
         tasks = list(first["tasks"])
         header = ["path", *[c for t in tasks for c in (t, f"{t}_probability")]]
         rows = [
@@ -122,3 +164,29 @@ def write_records_csv(records: Sequence[dict[str, Any]], path: Path) -> None:
         writer = csv.writer(handle)
         writer.writerow(header)
         writer.writerows(rows)
+
+
+def _cascade_rows(records: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
+    tasks = list(records[0]["tasks"])
+    header = ["path", *tasks, "scale", "gate_score", "segmented", "cracks", "total_length_px", "max_width_px"]
+    header += ["mask_path", "overlay_path", "summary"]
+    rows = []
+    for r in records:
+        gate = r.get("gate") or {}
+        found = r.get("measurements") or {}
+        rows.append(
+            [
+                r["path"],
+                *[r["tasks"][t]["class"] for t in tasks],
+                r.get("scale") or "",
+                f"{gate['score']:.6f}" if "score" in gate else "",
+                int(bool(r.get("segmented"))),
+                found.get("count", 0),
+                f"{found.get('total_length_px', 0.0):.1f}",
+                f"{found.get('max_width_px', 0.0):.1f}",
+                r.get("mask_path", ""),
+                r.get("overlay_path", ""),
+                r.get("summary", ""),
+            ]
+        )
+    return header, rows

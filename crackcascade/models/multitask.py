@@ -250,6 +250,8 @@ class MultiTaskClassifier(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Record which heads were trained, so ``predict`` reports only those."""
         checkpoint["crackcascade_trained_tasks"] = [t for t in self.tasks if t in self._data_tasks]
+        # Class names as trained, so a later change of labels.py is caught when the file is loaded.
+        checkpoint["crackcascade_task_classes"] = {t: list(get_task(t).classes) for t in self.tasks}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Restore the trained tasks (checkpoints from other tools have every head trained)."""
