@@ -92,6 +92,7 @@ def train_gate(folder: Path, epochs: int, precision: str, backbone: str, quick: 
         enable_progress_bar=False,
         enable_model_summary=False,
         num_sanity_val_steps=0,
+        default_root_dir=str(out),  # confusion matrices go there
     )
     trainer.fit(model, datamodule=data)
     out.mkdir(parents=True, exist_ok=True)
