@@ -27,8 +27,8 @@ class PredictionWriter(BasePredictionWriter):
     indices for several) and their arrays dropped, so memory stays flat over thousands of
     full-resolution photos; the CSV then lists the mask file and each class's pixel fraction.
 
-    Cascade records (:class:`~crackcascade.models.cascade.CrackCascade`) also carry the photo:
-    it becomes ``overlays/<name>.png`` (cracks red on the photo tinted light blue) and a small
+    U-Net and cascade records (:class:`~crackcascade.models.cascade.CrackCascade`) also carry
+    the photo: it becomes ``overlays/<name>.png`` (cracks red on the photo tinted light blue) and a small
     thumbnail, each record gets its one-sentence ``summary``, and the run ends with
     ``report.html``, a self-contained page (summary, per-scale figures, gallery linking to the
     overlays) that opens in any browser.
@@ -77,7 +77,7 @@ class PredictionWriter(BasePredictionWriter):
                 name = self._write_mask(folder / "masks", record)
                 if image is not None:
                     self._write_overlay(folder / "overlays" / f"{name}.png", record, np.asarray(image), mask)
-            if "tasks" in record and "segmented" in record:
+            if "segmented" in record:
                 record["summary"] = describe(record)
 
     def _unique_name(self, path: str) -> str:
@@ -142,7 +142,7 @@ def write_records_csv(records: Sequence[dict[str, Any]], path: Path) -> None:
     """Write prediction records as CSV, one row per image.
 
     Classification records give ``<task>`` and ``<task>_probability`` columns; segmentation
-    records give ``mask_path`` and ``<class>_fraction`` columns; cascade records give each
+    records give ``mask_path``, ``<class>_fraction`` and crack measurement columns; cascade records give each
     task's class, the scale, gate score, whether the U-Net ran, crack count, length and width,
     the mask and overlay files and the one-sentence summary.
     """
@@ -160,6 +160,12 @@ def write_records_csv(records: Sequence[dict[str, Any]], path: Path) -> None:
         classes = list(first.get("fractions", {}))
         header = ["path", "mask_path", *[f"{c}_fraction" for c in classes]]
         rows = [[r["path"], r.get("mask_path", ""), *[f"{r['fractions'][c]:.6f}" for c in classes]] for r in records]
+        if "summary" in first:
+            header += ["cracks", "total_length_px", "max_width_px", "overlay_path", "summary"]
+            for row, r in zip(rows, records, strict=True):
+                found = r.get("measurements") or {}
+                row += [found.get("count", 0), f"{found.get('total_length_px', 0.0):.1f}"]
+                row += [f"{found.get('max_width_px', 0.0):.1f}", r.get("overlay_path", ""), r.get("summary", "")]
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(header)

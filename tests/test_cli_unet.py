@@ -48,7 +48,14 @@ def test_fit_test_predict(fmt: str, crack_roots: dict[str, Path], tmp_path: Path
         assert mask.shape == (h, w) and set(np.unique(mask)) <= {0, 255}
         assert record["fractions"]["crack"] == pytest.approx((mask == 255).mean())
         assert "probabilities" not in record, "arrays are dropped once written"
-    assert (out / "predictions.csv").read_text().splitlines()[0] == "path,mask_path,crack_fraction"
+    header = "path,mask_path,crack_fraction,cracks,total_length_px,max_width_px,overlay_path,summary"
+    assert (out / "predictions.csv").read_text().splitlines()[0] == header
+    for record in records:
+        overlay = np.asarray(Image.open(record["overlay_path"]))
+        assert overlay.shape[:2] == np.asarray(Image.open(record["mask_path"])).shape
+        assert record["measurements"]["count"] >= 0 and record["summary"].endswith(".")
+        assert "image" not in record
+    assert (out / "report.html").is_file()
 
 
 def test_two_classes_from_palette_masks(crack_roots: dict[str, Path], tmp_path: Path) -> None:

@@ -18,7 +18,8 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric, Metric
 
 from crackcascade.errors import ConfigError, WeightsError
-from crackcascade.labels import IGNORE_INDEX
+from crackcascade.labels import CRACK, IGNORE_INDEX
+from crackcascade.measure import measure_cracks
 from crackcascade.models.optim import configure_optimizer
 from crackcascade.models.weights import KNOWN_PREFIXES, load_weights, read_state_dict
 from crackcascade.tiling import PAD_MULTIPLE, pad_to_multiple, predict_tiled
@@ -433,6 +434,8 @@ class CrackSegmenter(pl.LightningModule):
             bf16-mixed``): 3.3x per training step on a CPU with AMX (see the README).
         tta: Test-time augmentation: validation, test and predict average the probabilities of
             the photo and its three flips (4x the inference time). The loss stays unflipped.
+        px_per_mm: Image scale of predicted photos, to measure cracks in mm too (None: pixels only).
+        min_crack_area: Predicted crack components smaller than this (pixels) are not measured.
     """
 
     mean: Tensor
@@ -459,6 +462,8 @@ class CrackSegmenter(pl.LightningModule):
         tile_batch_size: int = 4,
         channels_last: bool = True,
         tta: bool = False,
+        px_per_mm: float | None = None,
+        min_crack_area: int = 10,
     ) -> None:
         super().__init__()
         classes = [classes] if isinstance(classes, str) else list(classes)
@@ -511,6 +516,10 @@ class CrackSegmenter(pl.LightningModule):
             raise ConfigError(f"model.tile_size must be a positive multiple of {PAD_MULTIPLE}, got {hp['tile_size']}")
         if not 0 <= hp["tile_overlap"] < hp["tile_size"]:
             raise ConfigError(f"model.tile_overlap must be in [0, tile_size), got {hp['tile_overlap']}")
+        if hp["px_per_mm"] is not None and not hp["px_per_mm"] > 0:
+            raise ConfigError(f"model.px_per_mm must be > 0 or null, got {hp['px_per_mm']}")
+        if hp["min_crack_area"] < 1:
+            raise ConfigError(f"model.min_crack_area must be >= 1, got {hp['min_crack_area']}")
         if hp["tile_batch_size"] < 1:
             raise ConfigError(f"model.tile_batch_size must be >= 1, got {hp['tile_batch_size']}")
 
@@ -582,8 +591,11 @@ class CrackSegmenter(pl.LightningModule):
         """Segment one photo by tiles at native resolution.
 
         Returns:
-            One record (a list, like the classifier's, so one writer serves both):
-            ``{"path", "classes", "probabilities": (C, H, W) float16 CPU, "mask": (H, W) uint8 class map}``.
+            One record (a list, like the classifier's, so one writer serves both): ``{"path",
+            "classes", "segmented": True, "measurements"`` (of the crack class, see
+            :func:`~crackcascade.measure.measure_cracks`; None without a crack class)``,
+            "probabilities": (C, H, W) float16 CPU, "mask": (H, W) uint8 class map, "image": (H, W, 3)
+            uint8}``; the writer turns the arrays into files and drops them.
 
         Raises:
             ValueError: If the batch holds more than one photo (photos differ in size).
@@ -592,12 +604,21 @@ class CrackSegmenter(pl.LightningModule):
         if images.dim() != 4 or images.shape[0] != 1:
             raise ValueError(f"predict batches must hold one photo (batch_size 1), got {tuple(images.shape)}")
         probabilities = self.segment(images[0])
+        class_map = self.class_map(probabilities)
+        measurements = None
+        if CRACK in self.classes:
+            cracks = (class_map == self.classes.index(CRACK) + 1).numpy()
+            measured = measure_cracks(cracks, self.hparams["px_per_mm"], self.hparams["min_crack_area"])
+            measurements = measured.to_dict()
         return [
             {
                 "path": batch["path"][0],
                 "classes": list(self.classes),
+                "segmented": True,
+                "measurements": measurements,
                 "probabilities": probabilities.half(),
-                "mask": self.class_map(probabilities),
+                "mask": class_map,
+                "image": images[0].permute(1, 2, 0).cpu().numpy(),
             }
         ]
 
