@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -42,3 +46,84 @@ def crack_roots(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         write_crack_masks(root, format=fmt, scales=("pixel", "object"), n_train=8, n_test=3, size=80, seed=3)
         roots[fmt] = root
     return roots
+
+
+# ----------------------------------------------------------------------------- headless Chromium
+
+
+def _working_browser() -> str | None:
+    for name in ("chromium", "chromium-browser"):
+        exe = shutil.which(name)
+        if exe is None:
+            continue
+        try:  # Ubuntu's chromium-browser may be a snap shim that does not run.
+            done = subprocess.run([exe, "--version"], capture_output=True, timeout=60, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if done.returncode == 0:
+            return exe
+    return None
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Path of a working Chromium; installs Debian's ``chromium`` package when missing, else skips."""
+    exe = _working_browser()
+    if exe is not None:
+        return exe
+    if os.environ.get("CRACKCASCADE_NO_APT"):
+        pytest.skip("chromium not found and CRACKCASCADE_NO_APT is set")
+    apt = shutil.which("apt-get")
+    if apt is None or not hasattr(os, "geteuid") or os.geteuid() != 0:
+        pytest.skip("chromium not found and it cannot be installed (needs apt-get as root)")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = [apt, "install", "-y", "-q", "--no-install-recommends", "chromium"]
+    error = ""
+    for commands in ([install], [[apt, "update", "-q"], install]):  # retry after refreshing the lists
+        try:
+            for command in commands:
+                done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, check=False)
+                if done.returncode != 0:
+                    error = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+                    break
+            else:
+                exe = _working_browser()
+                if exe is not None:
+                    return exe
+        except subprocess.TimeoutExpired as err:
+            error = f"{' '.join(err.cmd)} timed out"
+    pytest.skip(f"chromium not found and apt-get could not install it: {error}")
+
+
+def run_chromium(exe: str, profile: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    command = [
+        exe,
+        "--headless",
+        "--disable-gpu",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--hide-scrollbars",
+        f"--user-data-dir={profile}",
+        *args,
+    ]
+    try:
+        return subprocess.run(command, capture_output=True, text=True, timeout=120, check=True)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"chromium did not finish within 120 s: {' '.join(command)}")
+    except subprocess.CalledProcessError as err:
+        pytest.fail(f"chromium failed ({err.returncode}): {err.stderr[-2000:]}")
+
+
+def decoded_images(exe: str, page: Path, profile: Path) -> tuple[str, int]:
+    """The DOM of ``page`` rendered by headless Chromium and how many of its images decoded."""
+    probe = page.with_name(f"{page.stem}.probe.html")
+    script = (
+        "<script>window.addEventListener('load',()=>{const ok=[...document.images]"
+        ".filter(i=>i.complete&&i.naturalWidth>0).length;document.body.dataset.decoded=ok;});</script>"
+    )
+    probe.write_text(page.read_text(encoding="utf-8").replace("</body>", script + "</body>"), encoding="utf-8")
+    dom = run_chromium(exe, profile, "--virtual-time-budget=5000", "--dump-dom", probe.as_uri()).stdout
+    probe.unlink()
+    found = re.search(r'data-decoded="(\d+)"', dom)
+    return dom, int(found.group(1)) if found else -1

@@ -18,7 +18,7 @@ from crackcascade.models.cascade import CascadeMetrics, CrackCascade, format_tab
 from crackcascade.models.multitask import MultiTaskClassifier
 from crackcascade.models.segmenter import CrackSegmenter
 
-from .conftest import ROOT
+from .conftest import CONF, ROOT, SHARED_DATA, decoded_images
 
 
 def _save(module: Any, path: Path, **extra: Any) -> Path:
@@ -251,3 +251,40 @@ def test_cascade_through_the_cli(checkpoints: dict[str, Path], crack_roots: dict
     assert all(r["summary"] in report for r in records) and report.count("data:image/png;base64,") >= 2
     header = (out / "predictions.csv").read_text().splitlines()[0].split(",")
     assert header[:2] == ["path", "scene"] and {"gate_score", "cracks", "overlay_path", "summary"} <= set(header)
+
+
+# ---- real photos: CrackForest ----------------------------------------------------------------------
+
+
+CRACKFOREST = SHARED_DATA / "crackforest"
+
+
+@pytest.mark.skipif(not (CRACKFOREST / "train.txt").is_file(), reason="../shared/data/crackforest absent")
+def test_unet_predict_on_crackforest_writes_what_a_person_uses(chromium: str, tmp_path: Path) -> None:
+    root = CRACKFOREST
+    main(["fit", "--config", str(CONF / "unet.yaml"), "--data.root", str(root), "--data.scales", "[pixel]",
+          "--trainer.max_steps", "2", "--trainer.limit_val_batches", "2",
+          "--trainer.default_root_dir", str(tmp_path / "fit")])  # fmt: skip
+    (run,) = (tmp_path / "fit" / "lightning_logs").iterdir()
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    stems = (root / "test.txt").read_text().split()[:3]
+    for stem in stems:
+        (photos / f"{stem}.jpg").symlink_to(root / "images" / f"{stem}.jpg")
+    out = tmp_path / "out"
+    main(["predict", "--config", str(run / "config.yaml"), "--ckpt_path", str(run / "checkpoints" / "last.ckpt"),
+          "--data.predict_root", str(photos), "--prediction_writer.output_dir", str(out)])  # fmt: skip
+    records = json.loads((out / "predictions.json").read_text())
+    assert sorted(Path(r["path"]).stem for r in records) == sorted(stems)
+    for record in records:
+        overlay = np.asarray(Image.open(record["overlay_path"]))
+        assert overlay.shape == (320, 480, 3)  # native resolution, not resized
+        mask = np.asarray(Image.open(record["mask_path"]))
+        assert mask.shape == (320, 480)
+        crack = mask > 0
+        assert (overlay[crack] == (255, 0, 0)).all(), "cracks are drawn red"
+        assert set(record["measurements"]) >= {"count", "total_length_px", "max_width_px", "components"}
+    dom, decoded = decoded_images(chromium, out / "report.html", tmp_path / "profile")
+    assert decoded == 3, "every thumbnail decodes in the browser"
+    assert "<table>" in dom and all(f"{stem}.jpg" in dom for stem in stems)
+    assert all(r["summary"] in dom for r in records)

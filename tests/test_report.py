@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +21,8 @@ from crackcascade.report import (
     thumbnail,
     write_report,
 )
+
+from .conftest import run_chromium
 
 RED = (255, 0, 0)
 MAGENTA = (255, 0, 255)
@@ -314,70 +313,6 @@ def test_write_report_without_records(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- headless Chromium
 
 
-def _working_browser() -> str | None:
-    for name in ("chromium", "chromium-browser"):
-        exe = shutil.which(name)
-        if exe is None:
-            continue
-        try:  # Ubuntu's chromium-browser may be a snap shim that does not run.
-            done = subprocess.run([exe, "--version"], capture_output=True, timeout=60, check=False)
-        except (OSError, subprocess.TimeoutExpired):
-            continue
-        if done.returncode == 0:
-            return exe
-    return None
-
-
-@pytest.fixture(scope="session")
-def chromium() -> str:
-    """Path of a working Chromium; installs Debian's ``chromium`` package when missing, else skips."""
-    exe = _working_browser()
-    if exe is not None:
-        return exe
-    if os.environ.get("CRACKCASCADE_NO_APT"):
-        pytest.skip("chromium not found and CRACKCASCADE_NO_APT is set")
-    apt = shutil.which("apt-get")
-    if apt is None or not hasattr(os, "geteuid") or os.geteuid() != 0:
-        pytest.skip("chromium not found and it cannot be installed (needs apt-get as root)")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = [apt, "install", "-y", "-q", "--no-install-recommends", "chromium"]
-    error = ""
-    for commands in ([install], [[apt, "update", "-q"], install]):  # retry after refreshing the lists
-        try:
-            for command in commands:
-                done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, check=False)
-                if done.returncode != 0:
-                    error = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
-                    break
-            else:
-                exe = _working_browser()
-                if exe is not None:
-                    return exe
-        except subprocess.TimeoutExpired as err:
-            error = f"{' '.join(err.cmd)} timed out"
-    pytest.skip(f"chromium not found and apt-get could not install it: {error}")
-
-
-def _run_chromium(exe: str, profile: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    command = [
-        exe,
-        "--headless",
-        "--disable-gpu",
-        "--no-sandbox",
-        "--disable-dev-shm-usage",
-        "--no-first-run",
-        "--hide-scrollbars",
-        f"--user-data-dir={profile}",
-        *args,
-    ]
-    try:
-        return subprocess.run(command, capture_output=True, text=True, timeout=120, check=True)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"chromium did not finish within 120 s: {' '.join(command)}")
-    except subprocess.CalledProcessError as err:
-        pytest.fail(f"chromium failed ({err.returncode}): {err.stderr[-2000:]}")
-
-
 def test_report_renders_in_headless_chromium(
     report: tuple[Path, list[dict[str, Any]]], chromium: str, tmp_path: Path
 ) -> None:
@@ -389,7 +324,7 @@ def test_report_renders_in_headless_chromium(
         ".filter(i=>i.complete&&i.naturalWidth>0).length;document.body.dataset.decoded=ok;});</script>"
     )
     probe.write_text(path.read_text(encoding="utf-8").replace("</body>", script + "</body>"), encoding="utf-8")
-    dom = _run_chromium(
+    dom = run_chromium(
         chromium, tmp_path / "profile-dom", "--virtual-time-budget=5000", "--dump-dom", probe.as_uri()
     ).stdout
     assert "<table>" in dom and "<th>mIoU</th>" in dom and "<svg" in dom
@@ -398,7 +333,7 @@ def test_report_renders_in_headless_chromium(
 
     # Pixel check: the untouched report's screenshot shows the magenta thumbnails and is not blank.
     shot = tmp_path / "shot.png"
-    _run_chromium(chromium, tmp_path / "profile-shot", "--window-size=1280,4000", f"--screenshot={shot}", path.as_uri())
+    run_chromium(chromium, tmp_path / "profile-shot", "--window-size=1280,4000", f"--screenshot={shot}", path.as_uri())
     pixels = np.asarray(Image.open(shot).convert("RGB"))
     assert pixels.std() > 5  # not blank
     magenta = np.all(np.abs(pixels.astype(int) - MAGENTA) <= 8, axis=-1).sum()
