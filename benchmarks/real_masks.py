@@ -38,7 +38,7 @@ DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 @dataclass(frozen=True)
 class Setting:
-    """One dataset run: folder, classes, training length."""
+    """One dataset run: folder, classes, training length (epochs of the cosine schedule, at most ``minutes``)."""
 
     folder: str
     classes: tuple[str, ...]
@@ -47,9 +47,9 @@ class Setting:
 
 
 SETTINGS = {
-    "masonry": Setting("masonry", ("crack",), epochs=60, minutes=8.0),
-    "phinet-crack": Setting("phinet_pixel", ("crack",), epochs=8, minutes=10.0),
-    "phinet-both": Setting("phinet_pixel", ("crack", "spalling"), epochs=8, minutes=10.0),
+    "masonry": Setting("masonry", ("crack",), epochs=40, minutes=15.0),
+    "phinet-crack": Setting("phinet_pixel", ("crack",), epochs=6, minutes=15.0),
+    "phinet-both": Setting("phinet_pixel", ("crack", "spalling"), epochs=6, minutes=15.0),
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from PIL import Image
 
 from crackcascade.cli import main
 from crackcascade.errors import ConfigError, WeightsError
-from crackcascade.labels import SCALES
+from crackcascade.labels import SCALES, get_task
 from crackcascade.models.cascade import CascadeMetrics, CrackCascade, format_table, resolve_checkpoint
 from crackcascade.models.multitask import MultiTaskClassifier
 from crackcascade.models.segmenter import CrackSegmenter
@@ -63,6 +64,23 @@ def test_gate_sums_the_gate_classes_against_the_threshold(checkpoints: dict[str,
     assert state.gate({"damage_state": torch.tensor([0.2, 0.8])})[1] is True
     ungated = _cascade(checkpoints, gate_task=None)
     assert ungated.gate({}) == (1.0, True)
+
+
+def test_gate_and_route_from_hand_made_classifier_logits(
+    checkpoints: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cascade = _cascade(checkpoints, gate_threshold=0.5)
+    logits = {task: torch.zeros(1, get_task(task).num_classes) for task in cascade.classifier.tasks}
+    logits["scene"] = torch.tensor([[0.0, 0.0, 3.0]])  # structural
+    logits["damage_type"] = torch.tensor([[2.0, 0.0, 0.0, 0.0]])  # undamaged: gate sum 3e^0/(e^2+3) = 0.29
+    monkeypatch.setattr(cascade.classifier, "forward", lambda images: logits)
+    probabilities = cascade.diagnose(torch.zeros((3, 20, 20), dtype=torch.uint8))
+    assert cascade.route(probabilities) == "structural"
+    score, passed = cascade.gate(probabilities)
+    assert score == pytest.approx(3 / (math.e**2 + 3)) and not passed
+    logits["damage_type"] = torch.tensor([[0.0, 0.0, 2.0, 0.0]])  # shear
+    score, passed = cascade.gate(cascade.diagnose(torch.zeros((3, 20, 20), dtype=torch.uint8)))
+    assert score == pytest.approx((math.e**2 + 2) / (math.e**2 + 3)) and passed
 
 
 def test_scene_head_routes_to_the_scales_unet_and_shared_files_load_once(checkpoints: dict[str, Path]) -> None:
