@@ -108,7 +108,7 @@ def main() -> None:
     parser.add_argument("--root", type=Path, default=DEFAULT_ROOT)
     parser.add_argument("--segmenter", type=Path, default=Path("logs/benchmarks/real_masks/phinet-crack.ckpt"))
     parser.add_argument("--backbone", default="resnet18", help="timm backbone of the gate classifier")
-    parser.add_argument("--epochs", type=int, default=12, help="gate classifier epochs")
+    parser.add_argument("--epochs", type=int, default=8, help="gate classifier epochs")
     parser.add_argument("--precision", choices=("auto", "32", "bf16-mixed"), default="auto")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workdir", type=Path, default=Path("logs/benchmarks/cascade_phinet"))

@@ -460,7 +460,7 @@ class CrackCascade(pl.LightningModule):
                     self.log(f"test_{scale}_{mode}_{name}", scores[name], sync_dist=False)
         self.last_table = table
         if self.trainer.is_global_zero:
-            print(format_table(table))
+            print("\n" + format_table(table))  # after the progress bar's line
             self._save_table(table)
 
     def _save_table(self, table: list[dict[str, Any]]) -> None:
