@@ -39,6 +39,12 @@ def one_line(err: BaseException) -> str:
     return text
 
 
+def first_line(err: BaseException) -> str:
+    """The first line of an error's message (its class name if it has none), to quote inside a one-line error."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 def find_error(err: BaseException) -> CrackcascadeError | None:
     """Return the crackcascade error behind ``err``, following causes and contexts.
 

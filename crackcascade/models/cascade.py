@@ -27,10 +27,10 @@ from torchmetrics import Metric
 from torchvision.transforms.v2 import functional as TF  # noqa: N812
 
 from crackcascade.data.cracks import MASK_IGNORE
-from crackcascade.errors import ConfigError, WeightsError
+from crackcascade.errors import ConfigError, WeightsError, first_line
 from crackcascade.labels import CRACK, CRACK_DAMAGE_TYPES, SCALES, TASKS, get_task, normalize_name
 from crackcascade.models.multitask import MultiTaskClassifier
-from crackcascade.models.segmenter import CrackSegmenter
+from crackcascade.models.segmenter import CrackSegmenter, attached_datamodule
 
 Batch = dict[str, Any]
 
@@ -172,8 +172,7 @@ def _read_checkpoint(path: str | Path, option: str) -> dict[str, Any]:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise WeightsError(f"{option}: '{path}' is not a readable Lightning checkpoint ({first})") from None
+        raise WeightsError(f"{option}: '{path}' is not a readable Lightning checkpoint ({first_line(err)})") from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "hyper_parameters" not in checkpoint:
         raise WeightsError(f"{option}: '{path}' is not a Lightning checkpoint (no state_dict/hyper_parameters)")
     return checkpoint
@@ -202,8 +201,7 @@ def _restore(cls: type[pl.LightningModule], path: str | Path, checkpoint: dict[s
         module = contextvars.Context().run(cls, **hparams)
         module.load_state_dict(checkpoint["state_dict"])
     except (RuntimeError, TypeError, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise WeightsError(f"{option}: '{path}' does not load into {cls.__name__} ({first})") from None
+        raise WeightsError(f"{option}: '{path}' does not load into {cls.__name__} ({first_line(err)})") from None
     module.on_load_checkpoint(checkpoint)
     return module.eval()
 
@@ -221,7 +219,12 @@ def load_classifier(path: str | Path, required_tasks: Sequence[str] = (), option
         WeightsError: One line naming the file and option, if it is missing, is not a classifier
             checkpoint, lacks a required head, or its class names differ from :mod:`crackcascade.labels`.
     """
-    checkpoint = _read_checkpoint(path, option)
+    return _classifier_from(_read_checkpoint(path, option), path, required_tasks, option)
+
+
+def _classifier_from(
+    checkpoint: dict[str, Any], path: str | Path, required_tasks: Sequence[str], option: str
+) -> MultiTaskClassifier:
     kind = _kind(checkpoint)
     if not kind.startswith("classifier"):
         raise WeightsError(f"{option}: '{path}' holds a {kind}, not a classifier (MultiTaskClassifier)")
@@ -327,8 +330,11 @@ class CrackCascade(pl.LightningModule):
         self.segmenters = nn.ModuleList(load_segmenter(p, "model.segmenter") for p in paths)
         self.route_index = {scale: paths.index(p) for scale, p in self.routes.items()}
         required = ([self.gate_task] if self.gate_task else []) + (["scene"] if len(paths) > 1 else [])
-        self.classifier = load_classifier(classifier, required, "model.classifier")
-        self.classifier_size = classifier_size or self._trained_size(classifier)
+        checkpoint = _read_checkpoint(classifier, "model.classifier")
+        self.classifier = _classifier_from(checkpoint, classifier, required, "model.classifier")
+        # The size it was trained at, from its data module's saved options (else the paper's 224).
+        trained_size = (checkpoint.get("datamodule_hyper_parameters") or {}).get("image_size")
+        self.classifier_size = classifier_size or int(trained_size or 224)
         self.metrics = nn.ModuleDict()
         self._scales: list[str] = []
         self.last_table: list[dict[str, Any]] = []
@@ -351,11 +357,6 @@ class CrackCascade(pl.LightningModule):
                 "any scale, so name a checkpoint for each (the same file may serve several)"
             )
         return routes
-
-    @staticmethod
-    def _trained_size(path: str) -> int:
-        data = torch.load(path, map_location="cpu", weights_only=True).get("datamodule_hyper_parameters") or {}
-        return int(data.get("image_size") or 224)
 
     # ---- one photo -------------------------------------------------------------------------------
 
@@ -402,12 +403,10 @@ class CrackCascade(pl.LightningModule):
     # ---- test --------------------------------------------------------------------------------------
 
     def _eval_scales(self) -> list[str] | None:
-        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
-        return getattr(datamodule, "eval_scales", None)
+        return getattr(attached_datamodule(self), "eval_scales", None)
 
     def _data_crack_value(self) -> int:
-        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
-        classes = list(getattr(datamodule, "classes", None) or [CRACK])
+        classes = list(getattr(attached_datamodule(self), "classes", None) or [CRACK])
         if CRACK not in classes:
             raise ConfigError(f"data.classes {classes} has no '{CRACK}'; the cascade is scored on crack masks")
         return classes.index(CRACK) + 1

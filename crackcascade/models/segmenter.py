@@ -391,6 +391,12 @@ def load_encoder_weights(encoder: nn.Module, encoder_name: str, path: str | Path
 # ---- the module ----------------------------------------------------------------------------
 
 
+def attached_datamodule(module: pl.LightningModule) -> Any:
+    """The data module of the trainer a module is attached to, or None (no trainer, or plain loaders)."""
+    trainer = module._trainer
+    return getattr(trainer, "datamodule", None) if trainer is not None else None
+
+
 class CrackSegmenter(pl.LightningModule):
     """U-Net crack segmentation with one sigmoid channel per damage class (Bai et al., 2020).
 
@@ -649,8 +655,7 @@ class CrackSegmenter(pl.LightningModule):
                 self._add_scale(eval_stage, scale)
 
     def _eval_scales(self) -> list[str] | None:
-        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
-        return getattr(datamodule, "eval_scales", None)
+        return getattr(attached_datamodule(self), "eval_scales", None)
 
     def _scales_of(self, batch: Batch, dataloader_idx: int) -> list[str]:
         """The scale of each image: the batch's ``scale`` entries, else the loader's in ``eval_scales``."""

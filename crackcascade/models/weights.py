@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from crackcascade.errors import WeightsError
+from crackcascade.errors import WeightsError, first_line
 
 KNOWN_PREFIXES: tuple[str, ...] = (
     "",
@@ -48,7 +48,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        first = first_line(err)
         raise WeightsError(
             f"{path}: cannot be loaded safely ({first}); save only tensors, e.g. "
             "safetensors.torch.save_file(model.state_dict(), 'weights.safetensors')"
