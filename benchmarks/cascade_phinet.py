@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from _common import quiet_trainer
 from PIL import Image
 
 from crackcascade import CrackMaskDataModule, MultiTaskClassifier, PhiNetDataModule
@@ -80,18 +81,12 @@ def train_gate(folder: Path, epochs: int, precision: str, backbone: str, quick: 
     model = MultiTaskClassifier(
         backbone=backbone, tasks=["damage_state"], optimizer="adamw", lr=1e-3, weight_decay=1e-4, scheduler="cosine"
     )
-    trainer = pl.Trainer(
+    trainer = quiet_trainer(
         max_epochs=epochs,
         limit_train_batches=2 if quick else None,
         limit_val_batches=2 if quick else None,
         limit_test_batches=2 if quick else None,
-        precision=precision,  # type: ignore[arg-type]
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
+        precision=precision,
         default_root_dir=str(out),  # confusion matrices go there
     )
     trainer.fit(model, datamodule=data)
@@ -137,14 +132,7 @@ def main() -> None:
         gate_classes=["damaged"],
         classifier_size=64 if args.quick else 224,
     )
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_test_batches=4 if args.quick else None,
-        default_root_dir=str(args.workdir),
-    )
+    trainer = quiet_trainer(limit_test_batches=4 if args.quick else None, default_root_dir=str(args.workdir))
     print(f"Phi-Net pixel level, photos (cracked/crack-free) per split: {counts}")
     print(
         f"gate: {backbone} crack/no-crack classifier, {minutes:.1f} min; test accuracy "

@@ -31,6 +31,7 @@ import pytorch_lightning as pl
 import segmentation_models_pytorch as smp
 import torch
 import torch.nn.functional as F  # noqa: N812
+from _common import quiet_trainer
 from PIL import Image
 
 from crackcascade import CrackMaskDataModule, CrackSegmenter
@@ -127,16 +128,10 @@ def ours(
         tolerance=2,
         channels_last=True,
     )
-    trainer = pl.Trainer(
+    trainer = quiet_trainer(
         max_time={"seconds": int(seconds)},
         max_epochs=epochs,
-        precision=precision,  # type: ignore[arg-type]
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
+        precision=precision,
         default_root_dir=str(workdir),
     )
     start = time.perf_counter()

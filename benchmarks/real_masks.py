@@ -29,6 +29,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from _common import quiet_trainer
 
 from crackcascade import CrackMaskDataModule, CrackSegmenter
 from crackcascade.hardware import default_precision
@@ -85,19 +86,13 @@ def run(name: str, data_root: Path, precision: str, encoder: str, quick: bool, s
         scheduler="cosine",
         tolerance=2,
     )
-    trainer = pl.Trainer(
+    trainer = quiet_trainer(
         max_epochs=1 if quick else setting.epochs,
         max_time={"seconds": 10 if quick else round(setting.minutes * 60)},
         limit_train_batches=2 if quick else None,
         limit_val_batches=2 if quick else None,
         limit_test_batches=2 if quick else None,
-        precision=precision,  # type: ignore[arg-type]
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
+        precision=precision,
     )
     start = time.perf_counter()
     trainer.fit(model, datamodule=data)
