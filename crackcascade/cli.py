@@ -24,6 +24,10 @@ crackcascade subcommands:
   fit | validate | test | predict   Lightning CLI (see `crackcascade fit --help`)
   synthesize ROOT [...]             write built-in synthetic Phi-Net data (see `crackcascade synthesize --help`)
   convert IN OUT                    re-save a checkpoint to load without running code (`crackcascade convert -h`)
+
+  --trust_checkpoint true           (any subcommand) load checkpoints and weight files that need pickled Python
+                                    objects, which can run code from the file; for this command only, never
+                                    saved in config.yaml (also CRACKCASCADE_TRUST_CHECKPOINTS=1)
 """
 
 SIGTERM_EXIT = 143
@@ -67,18 +71,8 @@ class CrackcascadeCLI(LightningCLI):
     """
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        """Add the prediction writer's options (``--prediction_writer.output_dir``) and ``--trust_checkpoint``."""
+        """Add the prediction writer's options (``--prediction_writer.output_dir``)."""
         parser.add_lightning_class_args(PredictionWriter, "prediction_writer")
-        parser.add_argument(
-            "--trust_checkpoint",
-            type=bool,
-            default=False,
-            help=(
-                "Load checkpoints and weight files that need pickled Python objects, which can run code from the "
-                f"file (also {TRUST_ENV}=1). Only for files from a source you trust; `crackcascade convert` "
-                "re-saves such a file once so this is not needed."
-            ),
-        )
 
     def _parse_ckpt_path(self) -> None:
         """Read the hyper-parameters of ``--ckpt_path`` as Lightning does, but without running code from the file."""
@@ -86,10 +80,8 @@ class CrackcascadeCLI(LightningCLI):
         if not subcommand:
             return
         config = self.config[subcommand]
-        if config.get("trust_checkpoint"):
-            os.environ[TRUST_ENV] = "1"
         ckpt_path = config.get("ckpt_path")
-        if not ckpt_path or str(ckpt_path) in _CKPT_KEYWORDS or "://" in str(ckpt_path):
+        if not ckpt_path or str(ckpt_path).startswith(_CKPT_KEYWORDS) or "://" in str(ckpt_path):
             return
         if not Path(ckpt_path).is_file():
             raise ConfigError(
@@ -123,11 +115,13 @@ class CrackcascadeCLI(LightningCLI):
                 )
             checkpoint = load_checkpoint(found, "--ckpt_path", mmap=True, kind="Lightning checkpoint")
             config["ckpt_path"] = str(found)
-            verb = "resuming from" if subcommand == "fit" else f"{subcommand} with"
-            epoch, step = checkpoint.get("epoch", "?"), checkpoint.get("global_step", "?")
-            print(f"crackcascade: {verb} {found} (epoch {epoch}, global step {step})", file=sys.stderr)
+            if self.trainer.is_global_zero:
+                verb = "resuming from" if subcommand == "fit" else f"{subcommand} with"
+                epoch, step = checkpoint.get("epoch", "?"), checkpoint.get("global_step", "?")
+                print(f"crackcascade: {verb} {found} (epoch {epoch}, global step {step})", file=sys.stderr)
         if subcommand == "fit":
-            preflight(self.trainer, self.model)
+            if self.trainer.is_global_zero:
+                preflight(self.trainer, self.model)
             for callback in self.trainer.callbacks:  # type: ignore[attr-defined]
                 if isinstance(callback, RunGuard):
                     callback.checked = True
@@ -170,6 +164,26 @@ def _newest_checkpoint(trainer: pl.Trainer, since: float) -> Path | None:
     return max(files, key=lambda p: p.stat().st_mtime) if files else None
 
 
+def _take_trust_flag(argv: list[str]) -> tuple[list[str], bool]:
+    """Remove ``--trust_checkpoint true|false`` from the arguments, so it never reaches a saved config.
+
+    Trust is a decision about the files of one command; a ``config.yaml`` that carried it would
+    silently trust whatever checkpoint a later command names.
+    """
+    rest: list[str] = []
+    trust = False
+    items = iter(argv)
+    for item in items:
+        if item == "--trust_checkpoint" or item.startswith("--trust_checkpoint="):
+            value = item.partition("=")[2] if "=" in item else next(items, "")
+            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ConfigError(f"--trust_checkpoint must be true or false, got {value!r}")
+            trust = value.lower() in ("true", "1", "yes")
+        else:
+            rest.append(item)
+    return rest, trust
+
+
 def main(args: Sequence[str] | None = None) -> int:
     """Run ``crackcascade``: ``fit``, ``validate``, ``test``, ``predict``, ``synthesize`` or ``convert``.
 
@@ -189,6 +203,11 @@ def main(args: Sequence[str] | None = None) -> int:
         return 0
     trust_before = os.environ.get(TRUST_ENV)
     try:
+        argv, trust = _take_trust_flag(argv)
+        if trust:
+            os.environ[TRUST_ENV] = "1"
+        if args is None:
+            sys.argv[1:] = argv  # LightningCLI reads sys.argv itself (it warns when given both)
         if argv[:1] == ["synthesize"]:
             from crackcascade.data.synthetic import main as synthesize
 

@@ -370,7 +370,7 @@ def test_a_checkpoint_with_pickled_objects_is_refused_converted_or_trusted(
     checkpoint["extra"] = Payload(str(ran))
     evil = tmp_path / "shared by a colleague.ckpt"
     torch.save(checkpoint, evil)
-    test = ["test", "--config", str(reference / "config.yaml"), "--trainer.default_root_dir", str(tmp_path)]
+    test = ["test", "--config", str(reference / "config.yaml"), "--trainer.logger.save_dir", str(tmp_path)]
 
     with pytest.raises(SystemExit) as info:
         main([*test, "--ckpt_path", str(evil)])
@@ -390,6 +390,8 @@ def test_a_checkpoint_with_pickled_objects_is_refused_converted_or_trusted(
     main([*test, "--ckpt_path", str(evil), "--trust_checkpoint", "true"])
     assert ran.exists(), "trusted explicitly, the file loads with pickle (and its code runs)"
     assert "CRACKCASCADE_TRUST_CHECKPOINTS" not in os.environ, "the trust flag holds for that command only"
+    (saved_config,) = tmp_path.glob("lightning_logs/version_*/config.yaml")
+    assert "trust" not in saved_config.read_text(), "a saved config must not carry the trust to later commands"
     ran.unlink()
 
     safe, weights = tmp_path / "converted.ckpt", tmp_path / "converted.safetensors"
