@@ -118,8 +118,10 @@ class ReplaySampler(RandomSampler):
         self._pass, self._skip = current + 1, 0
         generator = torch.Generator().manual_seed(mix_seed(seed, self.stream, self.epoch, current))
         order = torch.randperm(n, generator=generator).tolist()
+        # One seed per position of the pass, drawn all at once: skipping a prefix leaves the rest unchanged.
+        seeds = torch.randint(0, 1 << 62, (n,), generator=generator).tolist()
         for position in range(start, n):
-            yield order[position], mix_seed(seed, self.stream, self.epoch, current, position)
+            yield order[position], seeds[position]
 
 
 @dataclass(frozen=True)
