@@ -31,6 +31,7 @@ from _common import quiet_trainer
 from PIL import Image
 
 from crackcascade import CrackMaskDataModule, MultiTaskClassifier, PhiNetDataModule
+from crackcascade.data.io import FOLLOW_SYMLINKS_ENV
 from crackcascade.hardware import default_precision
 from crackcascade.models.cascade import CrackCascade
 
@@ -75,6 +76,8 @@ def write_gate_set(data: CrackMaskDataModule, folder: Path) -> dict[str, dict[st
 def train_gate(folder: Path, epochs: int, precision: str, backbone: str, quick: bool, out: Path) -> tuple[Path, dict]:
     """Train the crack/no-crack classifier; returns its checkpoint and test scores."""
     pl.seed_everything(0, verbose=False)
+    # The gate set links to the shared photos rather than copying them: allow links out of its root.
+    os.environ[FOLLOW_SYMLINKS_ENV] = "1"
     data = PhiNetDataModule(
         root=str(folder), tasks=["damage_state"], format="folders", image_size=64 if quick else 224, batch_size=32
     )

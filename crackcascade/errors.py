@@ -19,6 +19,18 @@ class WeightsError(CrackcascadeError, ValueError):
     """A weight file or checkpoint cannot be loaded into the model (names the file)."""
 
 
+class NumericalError(CrackcascadeError, ArithmeticError):
+    """Training produced a NaN or infinite loss (names the step, the task or loss term, the batch's files)."""
+
+
+class StoppedError(CrackcascadeError):
+    """The run was stopped from outside (SIGTERM) after saving a checkpoint; the CLI exits with ``exit_code``."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 def one_line(err: BaseException) -> str:
     """Reduce an error to one line a user can act on.
 

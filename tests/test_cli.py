@@ -212,8 +212,9 @@ def test_corrupt_image_in_worker_is_one_line(
 
     root = tmp_path / "phi"
     shutil.copytree(phinet_roots["folders"] / "spalling", root / "spalling")
-    victim = sorted((root / "spalling" / "train").glob("*/*.jpg"))[0]
-    victim.write_bytes(b"")
+    victim, other = sorted((root / "spalling" / "train").glob("*/*.jpg"))[:2]
+    whole = other.read_bytes()
+    victim.write_bytes(whole[: len(whole) // 2])  # passes the header check at set-up, fails to decode in the worker
     with pytest.raises(SystemExit):
         _fit(root, tmp_path / "out", "--data.val_fraction", "0", "--data.num_workers", "1")
     last = capsys.readouterr().err.strip().splitlines()[-1]

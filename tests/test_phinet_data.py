@@ -169,13 +169,17 @@ def test_wrong_array_dtype_and_length(tmp_path: Path, phinet_roots: dict[str, Pa
 
 def test_unreadable_image_names_the_file(tmp_path: Path, phinet_roots: dict[str, Path]) -> None:
     shutil.copytree(phinet_roots["folders"] / "spalling", tmp_path / "spalling")
-    victim = sorted((tmp_path / "spalling" / "train" / "spalling").glob("*.jpg"))[0]
-    victim.write_bytes(b"\xff\xd8 not really a jpeg")
+    victims = sorted((tmp_path / "spalling" / "train" / "spalling").glob("*.jpg"))[:2]
+    victims[0].write_bytes(b"\xff\xd8 not really a jpeg")
+    with pytest.raises(DataError, match=f"{victims[0]}: cannot read image"):
+        PhiNetDataModule(root=str(tmp_path), val_fraction=0).setup("fit")  # header checked at set-up
+    whole = victims[1].read_bytes()
+    victims[0].write_bytes(whole[: len(whole) // 2])  # a whole header, then cut short
     dm = PhiNetDataModule(root=str(tmp_path), val_fraction=0)
     dm.setup("fit")
     dataset = dm.datasets["train"]["spalling"]
-    index = [str(p) for p in dataset.paths].index(str(victim))  # type: ignore[attr-defined]
-    with pytest.raises(DataError, match=f"{victim}: cannot decode image"):
+    index = [str(p) for p in dataset.paths].index(str(victims[0]))  # type: ignore[attr-defined]
+    with pytest.raises(DataError, match=f"{victims[0]}: cannot decode image"):
         dataset[index]
 
 

@@ -24,12 +24,14 @@ either
 A folder holding both ``annotations.json`` and ``images/`` + ``masks/`` is read as COCO by
 ``format="auto"``.
 
-Readers validate at read time what is cheap (keys, ids, paths, polygon and RLE shapes, image and
-mask sizes from file headers) and fail with one line naming ``annotations.json`` or the file and
-the image or annotation id. With ``on_error="skip"`` the bad entry is skipped instead, counted
-in :attr:`RecordList.skipped` and logged as one warning line per kind. Masks are rasterised only
-in :meth:`CrackMaskDataset.__getitem__`; problems that only decoding reveals (a mask value above
-K, a truncated file) always raise there.
+Readers validate at read time what is cheap (keys, unique image, annotation and category ids,
+paths, symlinks out of the dataset folder, polygon and RLE shapes, image and mask sizes from file
+headers) and fail with one line naming ``annotations.json`` or the file and the image or
+annotation id. With ``on_error="skip"`` the bad entry is skipped instead, counted in
+:attr:`RecordList.skipped` and logged as one warning line per kind. Masks are rasterised only in
+:meth:`CrackMaskDataset.__getitem__`; problems that only decoding reveals (a mask value above K,
+a truncated file) raise there, or with the data module's ``on_error="skip"`` leave the sample
+out of its batch, counted at the end of the epoch (see :mod:`crackcascade.data.sampling`).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ import contextlib
 import io
 import json
 import logging
+import os
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -51,7 +54,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 
-from crackcascade.data.io import is_image_file, list_images, read_image
+from crackcascade.data.io import FOLLOW_SYMLINKS_ENV, escape_message, is_image_file, read_image, scan_images
 from crackcascade.data.phinet import SPLIT_ALIASES, SPLITS
 from crackcascade.data.transforms import JointTransform
 from crackcascade.errors import ConfigError, DataError
@@ -132,6 +135,7 @@ class RecordList(list[MaskRecord]):
         skipped: Number of skipped entries per kind of problem (``on_error="skip"``).
         skipped_ids: File stems of images skipped, so id lists naming them are not reported twice.
         source: The file or folder the records were read from.
+        examples: The first message of each kind of problem skipped, naming the file.
     """
 
     def __init__(
@@ -145,6 +149,7 @@ class RecordList(list[MaskRecord]):
         self.skipped: dict[str, int] = dict(skipped or {})
         self.skipped_ids: set[str] = set(skipped_ids)
         self.source = source
+        self.examples: dict[str, str] = {}
 
     @property
     def n_skipped(self) -> int:
@@ -162,18 +167,22 @@ class _Problems:
         self.on_error = on_error
         self.counts: Counter[str] = Counter()
         self.ids: set[str] = set()
+        self.examples: dict[str, str] = {}
 
     def report(self, kind: str, message: str, stem: str | None = None) -> None:
         if self.on_error == "raise":
             raise DataError(message)
         self.counts[kind] += 1
+        self.examples.setdefault(kind, message)
         if stem is not None:
             self.ids.add(stem)
 
     def result(self, records: Iterable[MaskRecord]) -> RecordList:
         for kind, count in sorted(self.counts.items()):
             logger.warning("%s: skipped %d: %s", self.source, count, kind)
-        return RecordList(records, dict(self.counts), self.ids, self.source)
+        out = RecordList(records, dict(self.counts), self.ids, self.source)
+        out.examples = dict(self.examples)
+        return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -233,6 +242,9 @@ _MISSING = "images whose file is missing"
 _UNREADABLE = "images that cannot be read"
 _BAD_SIZE = "images whose size differs from annotations.json"
 _DUPLICATE = "images with a duplicate id"
+_DUPLICATE_ANNOTATION = "annotations with a duplicate id (with their images)"
+_DUPLICATE_CATEGORY = "categories with a duplicate id (with the images they label)"
+_ESCAPING = "files that resolve outside the dataset folder"
 _UNKNOWN_IMAGE = "annotations for an unknown image id"
 _UNKNOWN_CATEGORY = "annotations with an unknown category_id (with their images)"
 _OTHER_CLASS = "annotations of a category not in data.classes"
@@ -328,12 +340,23 @@ def _coco_categories(
     lookup: dict[str, int],
     problems: _Problems,
 ) -> dict[Any, tuple[str, int | None]]:
-    """Category id -> (name, class value), the value None for a category not in ``classes``."""
+    """Category id -> (name, class value), the value None for a category not in ``classes``.
+
+    A category id used twice is dropped (its annotations then name an unknown category), since
+    either name could be the one the annotator meant.
+    """
+    seen = Counter(e["id"] for e in entries if isinstance(e, dict) and "id" in e)
     categories: dict[Any, tuple[str, int | None]] = {}
     for position, entry in enumerate(entries):
         key = _missing_key(entry, _CATEGORY_KEYS)
         if key is not None:
             problems.report(_BAD_KEYS, f"{path}: category #{position} lacks required key '{key}'; fix the export")
+            continue
+        if seen[entry["id"]] > 1:
+            problems.report(
+                _DUPLICATE_CATEGORY,
+                f"{path}: category id {entry['id']} is used by {seen[entry['id']]} categories; give each a unique id",
+            )
             continue
         name = str(entry["name"])
         categories[entry["id"]] = (name, lookup.get(normalize_name(name)))
@@ -368,6 +391,10 @@ def _coco_images(
         image_path = _locate(folder, name)
         if image_path is None:
             problems.report(_MISSING, f"{where}: image not found in {folder} or {folder / IMAGES_DIR}", stem)
+            continue
+        target = image_path.resolve()
+        if not target.is_relative_to(folder.resolve()) and os.environ.get(FOLLOW_SYMLINKS_ENV, "") != "1":
+            problems.report(_ESCAPING, f"{where}: {escape_message(image_path, target, folder)}", stem)
             continue
         try:
             height, width = image_size(image_path)
@@ -412,6 +439,8 @@ def _coco_annotations(
     """Valid annotations of known images and chosen classes; drops ``images`` a bad one spoils."""
     kept: list[dict[str, Any]] = []
     spoiled: set[Any] = set()
+    # pycocotools indexes annotations by id: of two with one id, one silently replaces the other.
+    seen = Counter(e["id"] for e in entries if isinstance(e, dict) and "id" in e)
     for position, entry in enumerate(entries):
         key = _missing_key(entry, _ANNOTATION_KEYS)
         if key is not None:
@@ -422,6 +451,14 @@ def _coco_annotations(
             continue
         image_id = entry["image_id"]
         where = f"{path}: annotation id {entry['id']} (image id {image_id})"
+        if seen[entry["id"]] > 1:
+            problems.report(
+                _DUPLICATE_ANNOTATION,
+                f"{where}: id {entry['id']} is used by {seen[entry['id']]} annotations; give each a unique id",
+            )
+            if image_id in images:
+                spoiled.add(image_id)
+            continue
         if image_id not in images:
             # An annotation of an image skipped above goes with it; only a dangling id is a problem.
             if image_id not in listed_ids:
@@ -530,15 +567,17 @@ def read_mask_pairs(
         if not path.is_dir():
             raise DataError(f"{path}: folder not found; a mask-pair dataset needs images/ and masks/")
     problems = _Problems(folder, on_error)
-    images = _by_stem(list_images(dirs[IMAGES_DIR], recursive=False), problems)
-    masks = _by_stem(list_images(dirs[MASKS_DIR], recursive=False), problems)
-    for stem in sorted(set(masks) - set(images)):
+    images = _by_stem(_scan(dirs[IMAGES_DIR], folder, problems), problems)
+    masks = _by_stem(_scan(dirs[MASKS_DIR], folder, problems), problems)
+    for stem in sorted(set(masks) - set(images) - problems.ids):  # a pair already skipped is counted once
         problems.report(_NO_IMAGE, f"{masks[stem]}: no image named {stem}.* in {dirs[IMAGES_DIR]}; add or remove it")
     records = []
     for stem in sorted(images):
         image_path = images[stem]
         mask_path = masks.get(stem)
         if mask_path is None:
+            if stem in problems.ids:
+                continue
             problems.report(_NO_MASK, f"{image_path}: no mask named {stem}.* in {dirs[MASKS_DIR]}", stem)
             continue
         try:
@@ -568,6 +607,14 @@ def read_mask_pairs(
             continue
         records.append(MaskRecord(image=image_path, height=height, width=width, mask=mask_path))
     return problems.result(records)
+
+
+def _scan(directory: Path, folder: Path, problems: _Problems) -> list[Path]:
+    """Image files of ``images/`` or ``masks/``; a symlink leaving the dataset folder is a problem."""
+    scan = scan_images(directory, boundary=folder, recursive=False)
+    for path, target in scan.escaping:
+        problems.report(_ESCAPING, escape_message(path, target, folder), path.stem)
+    return scan.images
 
 
 def _by_stem(paths: list[Path], problems: _Problems) -> dict[str, Path]:
@@ -776,6 +823,7 @@ def _split_by_lists(
         result = problems.result(chosen)
         # The dataset's own skips are reported once, with the train split.
         out[split] = RecordList(result, result.skipped, source=path)
+        out[split].examples = result.examples
     rest = [r for r in records if r.id not in owner]
     if "train" not in lists:
         out["train"] = RecordList(rest, source=folder)
@@ -783,6 +831,7 @@ def _split_by_lists(
         logger.info("%s: %d images are in no id list and are left out", folder, len(rest))
     train = out["train"]
     train.skipped = dict(Counter(train.skipped) + Counter(records.skipped))
+    train.examples = {**records.examples, **train.examples}
     return out
 
 

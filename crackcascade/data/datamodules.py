@@ -29,8 +29,9 @@ from crackcascade.data.cracks import (
     read_mask_splits,
 )
 from crackcascade.data.datasets import ArrayTaskDataset, ImageFileDataset, Sample
-from crackcascade.data.io import list_images
+from crackcascade.data.io import BadFiles, escape_message, list_images, scan_images
 from crackcascade.data.phinet import MANIFEST_KEY, Entry, Format, Index, read_index
+from crackcascade.data.sampling import LoaderDataset, ReplaySampler, SkipCollate
 from crackcascade.data.transforms import classification_transform, segmentation_transform
 from crackcascade.errors import ConfigError, DataError
 from crackcascade.labels import IGNORE_INDEX, SCALES, TASK_NAMES, get_task, normalize_name, resolve_tasks, task_index
@@ -45,17 +46,37 @@ def make_loader(
     workers: int,
     pin_memory: bool,
     collate: Any = None,
+    on_error: OnError = "raise",
+    stream: int = 0,
 ) -> DataLoader:
-    """The DataLoader every crackcascade data module builds: workers kept alive between epochs."""
+    """The DataLoader every crackcascade data module builds: workers kept alive between epochs.
+
+    A shuffled loader draws its order and every sample's augmentation from the seed alone
+    (:class:`~crackcascade.data.sampling.ReplaySampler`), so an interrupted run resumes exactly;
+    ``stream`` tells apart loaders that share the seed. With ``on_error="skip"`` a sample whose
+    file cannot be decoded is left out of its batch and listed under ``batch["skipped"]``.
+    """
+    skip = on_error == "skip"
+    if shuffle or skip:
+        dataset = LoaderDataset(dataset, skip=skip)
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=shuffle,
+        sampler=ReplaySampler(dataset, stream=stream) if shuffle else None,
         num_workers=workers,
-        collate_fn=collate,
+        collate_fn=SkipCollate(collate) if skip else collate,
         pin_memory=pin_memory,
         persistent_workers=workers > 0,
     )
+
+
+def warn_bad_files(root: Path, bad: BadFiles) -> None:
+    """Warn once about the image files a reader skipped (``on_error="skip"``) or ignored as non-images."""
+    if bad.total:
+        rank_zero_warn(f"data.root '{root}': skipped {bad.total} bad images ({bad.summary()})")
+    if bad.ignored:
+        more = f" and {len(bad.ignored) - 1} more" if len(bad.ignored) > 1 else ""
+        rank_zero_warn(f"data.root '{root}': ignored {len(bad.ignored)} non-image files: {bad.ignored[0]}{more}")
 
 
 def check_loader_options(image_size: int, num_workers: int, **batch_sizes: int) -> None:
@@ -120,6 +141,10 @@ class PhiNetDataModule(pl.LightningDataModule):
             step has all tasks, an epoch being the largest task once.
         predict_root: Folder of photos for ``predict`` (searched recursively).
         pin_memory: Pin host memory for faster GPU transfer; None pins when CUDA is available.
+        on_error: ``raise`` at the first bad image file (one line naming it), or ``skip`` bad
+            images and count them: those found at set-up (empty, not an image, too large, a
+            symlink out of the root, missing from a manifest) are reported once, those found
+            when decoding (truncated) at the end of each epoch. Bad labels always raise.
     """
 
     def __init__(
@@ -137,10 +162,12 @@ class PhiNetDataModule(pl.LightningDataModule):
         combined_mode: CombinedMode = "max_size_cycle",
         predict_root: str | None = None,
         pin_memory: bool | None = None,
+        on_error: OnError = "raise",
     ) -> None:
         super().__init__()
         check_loader_options(image_size, num_workers, batch_size=batch_size, eval_batch_size=eval_batch_size or 1)
         check_fractions(val_fraction=val_fraction)
+        BadFiles(on_error)  # validates the option
         try:
             self._requested_tasks = None if tasks is None else resolve_tasks(tasks)
         except ValueError as err:
@@ -161,6 +188,7 @@ class PhiNetDataModule(pl.LightningDataModule):
         self.combined_mode = combined_mode
         self.predict_root = predict_root
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        self.on_error = on_error
         self._index: Index | None = None
         self._tasks: tuple[str, ...] | None = self._requested_tasks
         self.datasets: dict[str, dict[str, Dataset[Sample]]] = {}
@@ -173,7 +201,9 @@ class PhiNetDataModule(pl.LightningDataModule):
     def index(self) -> Index:
         """Read (once) and return the split/task index of the root, with validation carved."""
         if self._index is None:
-            index, self._tasks = read_index(self.root, self.format, self._requested_tasks)
+            bad = BadFiles(self.on_error)
+            index, self._tasks = read_index(self.root, self.format, self._requested_tasks, bad)
+            warn_bad_files(self.root, bad)
             self._index = self._carve_validation(index)
         return self._index
 
@@ -182,8 +212,7 @@ class PhiNetDataModule(pl.LightningDataModule):
         for key, entry in index["train"].items():
             if key in index["val"] or self.val_fraction == 0 or len(entry) < 2:
                 continue
-            order = TASK_NAMES.index(key) if key in TASK_NAMES else len(TASK_NAMES)
-            perm = np.random.default_rng([self.seed, order]).permutation(len(entry))
+            perm = np.random.default_rng([self.seed, _stream(key)]).permutation(len(entry))
             n_val = min(len(entry) - 1, max(1, round(len(entry) * self.val_fraction)))
             carved["val"][key] = entry.subset(np.sort(perm[:n_val]))
             carved["train"][key] = entry.subset(np.sort(perm[n_val:]))
@@ -216,14 +245,17 @@ class PhiNetDataModule(pl.LightningDataModule):
         per_loader_batch = max(1, math.ceil(self.batch_size / len(sets)))
         per_loader_workers = math.ceil(self.num_workers / len(sets)) if self.num_workers else 0
         loaders = {
-            key: make_loader(ds, per_loader_batch, True, per_loader_workers, self.pin_memory)
+            # One seed stream per task, so a task's order does not depend on which others are loaded.
+            key: make_loader(
+                ds, per_loader_batch, True, per_loader_workers, self.pin_memory, None, self.on_error, _stream(key)
+            )
             for key, ds in sets.items()
         }
         return CombinedLoader(loaders, mode=self.combined_mode)
 
     def _eval_loader(self, split: str) -> DataLoader:
         dataset: Dataset[Sample] = ConcatDataset(list(self.datasets[split].values()))
-        return make_loader(dataset, self.eval_batch_size, False, self.num_workers, self.pin_memory)
+        return make_loader(dataset, self.eval_batch_size, False, self.num_workers, self.pin_memory, None, self.on_error)
 
     def val_dataloader(self) -> DataLoader | list[DataLoader]:
         """All tasks' validation images in one loader; metrics split them by label.
@@ -239,6 +271,10 @@ class PhiNetDataModule(pl.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         """Photos under ``predict_root``, unlabelled."""
         return self._eval_loader("predict")
+
+
+def _stream(key: str) -> int:
+    return TASK_NAMES.index(key) if key in TASK_NAMES else len(TASK_NAMES)
 
 
 def _dataset(entry: Entry, transform: Any) -> Dataset[Sample]:
@@ -448,14 +484,20 @@ class CrackMaskDataModule(pl.LightningDataModule):
         if self._index is None:
             index: dict[str, dict[str, list[MaskRecord]]] = {}
             skipped: Counter[str] = Counter()
+            examples: dict[str, str] = {}
             for scale in self.scales:
                 splits = read_mask_splits(self.scale_folder(scale), self.classes, self.format, self.on_error)
                 for records in splits.values():
                     skipped.update(records.skipped)
+                    examples = {**records.examples, **examples}
                 index[scale] = self._carve(scale, {split: list(records) for split, records in splits.items()})
             if skipped:
                 kinds = "; ".join(f"{count} {kind}" for kind, count in sorted(skipped.items()))
-                rank_zero_warn(f"data.root '{self.root}': skipped {sum(skipped.values())} bad entries ({kinds})")
+                top = skipped.most_common(1)[0][0]
+                example = f"; e.g. {examples[top]}" if top in examples else ""
+                rank_zero_warn(
+                    f"data.root '{self.root}': skipped {sum(skipped.values())} bad entries ({kinds}){example}"
+                )
             self._index = index
         return self._index
 
@@ -505,7 +547,7 @@ class CrackMaskDataModule(pl.LightningDataModule):
         return PhotoDataset(predict_photos(self.predict_root))
 
     def _loader(self, dataset: Dataset[Sample], batch_size: int, shuffle: bool, collate: Any) -> DataLoader:
-        return make_loader(dataset, batch_size, shuffle, self.num_workers, self.pin_memory, collate)
+        return make_loader(dataset, batch_size, shuffle, self.num_workers, self.pin_memory, collate, self.on_error)
 
     def train_dataloader(self) -> DataLoader:
         """One shuffled loader over the training images of every chosen scale."""
@@ -636,6 +678,8 @@ class ConcreteCrackDataModule(pl.LightningDataModule):
         augment: Apply training augmentation (flips and colour jitter).
         predict_root: Folder of photos for ``predict`` (searched recursively).
         pin_memory: Pin host memory for faster GPU transfer; None pins when CUDA is available.
+        on_error: ``raise`` at the first bad image (one line naming it), or ``skip`` bad images and
+            count them (at set-up, and at the end of each epoch for those found when decoding).
     """
 
     def __init__(
@@ -651,10 +695,12 @@ class ConcreteCrackDataModule(pl.LightningDataModule):
         augment: bool = True,
         predict_root: str | None = None,
         pin_memory: bool | None = None,
+        on_error: OnError = "raise",
     ) -> None:
         super().__init__()
         check_loader_options(image_size, num_workers, batch_size=batch_size, eval_batch_size=eval_batch_size or 1)
         check_fractions(val_fraction=val_fraction, test_fraction=test_fraction)
+        BadFiles(on_error)  # validates the option
         self.save_hyperparameters()
         self.root = Path(root)
         self.image_size = image_size
@@ -667,6 +713,7 @@ class ConcreteCrackDataModule(pl.LightningDataModule):
         self.augment = augment
         self.predict_root = predict_root
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        self.on_error = on_error
         self._splits: dict[str, tuple[list[Path], list[bool]]] | None = None
         self.datasets: dict[str, Dataset[Sample]] = {}
 
@@ -694,11 +741,20 @@ class ConcreteCrackDataModule(pl.LightningDataModule):
         """Read (once) both class folders and split them; split -> (paths, crack flags)."""
         if self._splits is None:
             splits: dict[str, tuple[list[Path], list[bool]]] = {s: ([], []) for s in ("train", "val", "test")}
+            bad = BadFiles(self.on_error)
             for stream, (name, crack) in enumerate(CONCRETE_CRACK_FOLDERS):
-                paths = list_images(self.class_folder(name), recursive=False)
+                folder = self.class_folder(name)
+                scan = scan_images(folder, boundary=self.root, recursive=False)
+                bad.ignored.extend(scan.others)
+                for path, target in scan.escaping:
+                    bad.report("symlinks out of the root", escape_message(path, target, self.root))
+                paths = [path for path in scan.images if bad.check(path)]
+                if not paths:
+                    raise DataError(f"{folder}: '{name}' folder has no readable images")
                 for split, chosen in self._carve(paths, stream).items():
                     splits[split][0].extend(chosen)
                     splits[split][1].extend([crack] * len(chosen))
+            warn_bad_files(self.root, bad)
             self._splits = splits
         return self._splits
 
@@ -737,7 +793,9 @@ class ConcreteCrackDataModule(pl.LightningDataModule):
         return classification_transform(self.image_size, train=train, augment=self.augment)
 
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
-        return make_loader(self.datasets[split], batch_size, shuffle, self.num_workers, self.pin_memory)
+        return make_loader(
+            self.datasets[split], batch_size, shuffle, self.num_workers, self.pin_memory, None, self.on_error
+        )
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled training images of both classes."""

@@ -3,8 +3,10 @@
 Each reader turns a root folder into an index: for every split, one :class:`Entry` per loader
 key (a task for the per-task formats, ``"manifest"`` for a CSV whose images carry several
 labels). Readers validate what they can cheaply (shapes, dtypes, label ranges, class folders,
-CSV columns, missing files) so that bad data fails at set-up with one line naming the file,
-never mid-epoch and never as a silently wrong label.
+CSV columns, missing files, image headers, symlinks out of the root) so that bad data fails at
+set-up with one line naming the file, never as a silently wrong label. A :class:`BadFiles`
+passed in with ``on_error="skip"`` counts bad image files instead and leaves them out; bad
+labels, arrays and manifests always raise, as skipping them would change what the other rows mean.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Literal
 
 import numpy as np
 
-from crackcascade.data.io import check_files_exist, list_images
+from crackcascade.data.io import BadFiles, check_files_exist, escape_message, scan_images
 from crackcascade.errors import DataError
 from crackcascade.labels import IGNORE_INDEX, TASK_NAMES, Task, get_task, normalize_name, task_index
 
@@ -82,13 +84,17 @@ def detect_format(root: Path) -> Literal["arrays", "folders", "csv"]:
     )
 
 
-def read_index(root: str | Path, fmt: Format, tasks: tuple[str, ...] | None) -> tuple[Index, tuple[str, ...]]:
+def read_index(
+    root: str | Path, fmt: Format, tasks: tuple[str, ...] | None, bad: BadFiles | None = None
+) -> tuple[Index, tuple[str, ...]]:
     """Read a Phi-Net root in any format.
 
     Args:
         root: Dataset root folder.
         fmt: Format, or ``"auto"`` to detect it.
         tasks: Canonical task names to load; None loads every task found.
+        bad: Collects bad image files (``on_error="skip"``) and ignored non-image files; None
+            raises on the first bad file.
 
     Returns:
         The index and the tasks it provides labels for, in official order.
@@ -97,13 +103,17 @@ def read_index(root: str | Path, fmt: Format, tasks: tuple[str, ...] | None) -> 
     kind = detect_format(root) if fmt == "auto" else fmt
     if not root.is_dir():
         raise DataError(f"data.root '{root}' does not exist or is not a folder; set --data.root to your data")
+    bad = bad if bad is not None else BadFiles()
     if kind == "csv":
-        return _read_csv_root(root, tasks)
-    reader = _read_array_task if kind == "arrays" else _read_folder_task
+        return _read_csv_root(root, tasks, bad)
     task_dirs = _task_dirs(root, tasks)
     index: Index = {split: {} for split in SPLITS}
     for task, task_dir in task_dirs.items():
-        for split, entry in reader(task_dir, get_task(task)).items():
+        if kind == "arrays":
+            entries = _read_array_task(task_dir, get_task(task))
+        else:
+            entries = _read_folder_task(task_dir, get_task(task), root, bad)
+        for split, entry in entries.items():
             index[split][task] = entry
     missing = [task for task in task_dirs if task not in index["train"]]
     if missing:
@@ -163,11 +173,23 @@ def _check_x_array(x_path: Path) -> int:
         x = np.load(x_path, mmap_mode="r", allow_pickle=False)
     except Exception as err:
         raise DataError(f"{x_path}: cannot read array ({err}); re-save it with numpy.save") from None
-    if x.ndim != 4 or x.shape[-1] != 3 or x.dtype != np.uint8:
-        raise DataError(
-            f"{x_path}: expected uint8 images of shape (N, H, W, 3), got {x.dtype} {tuple(x.shape)}; "
-            "convert with x.astype(np.uint8) in NHWC order"
-        )
+    got = f"expected uint8 images of shape (N, H, W, 3), got {x.dtype} {tuple(x.shape)}"
+    if x.ndim != 4 or x.shape[-1] != 3:
+        if x.ndim == 4 and x.shape[1] == 3:
+            hint = "the channels come first (NCHW); save x.transpose(0, 2, 3, 1)"
+        elif x.ndim == 3 or (x.ndim == 4 and x.shape[-1] == 1):
+            hint = "grayscale images need 3 channels; save np.repeat(x.reshape(*x.shape[:3], 1), 3, axis=3)"
+        elif x.ndim == 4 and x.shape[-1] == 4:
+            hint = "drop the alpha channel; save x[..., :3]"
+        else:
+            hint = "save the images as one (N, H, W, 3) array"
+        raise DataError(f"{x_path}: {got}; {hint}")
+    if x.dtype != np.uint8:
+        if x.dtype.kind == "f":
+            hint = "scale to 0..255 and round, e.g. np.rint(x * 255).astype(np.uint8) for values in 0..1"
+        else:
+            hint = "convert to 8 bits, e.g. (x >> 8).astype(np.uint8) for 16-bit images"
+        raise DataError(f"{x_path}: {got}; {hint}")
     return int(x.shape[0])
 
 
@@ -225,7 +247,7 @@ def decode_labels(y: np.ndarray, task: Task, source: str) -> np.ndarray:
     return labels
 
 
-def _read_folder_task(task_dir: Path, task: Task) -> dict[str, Entry]:
+def _read_folder_task(task_dir: Path, task: Task, root: Path, bad: BadFiles) -> dict[str, Entry]:
     entries: dict[str, Entry] = {}
     column = task_index(task.name)
     for split in SPLITS:
@@ -246,11 +268,12 @@ def _read_folder_task(task_dir: Path, task: Task) -> dict[str, Entry]:
                     f"{class_dir}: '{class_dir.name}' is not a class of task '{task.name}'; "
                     f"class folders must be named {', '.join(task.classes)}"
                 ) from None
-            files = list_images(class_dir)
+            files = _usable_images(class_dir, root, bad)
             paths.extend(files)
             labels.extend([label] * len(files))
         if not paths:
-            raise DataError(f"{split_dir}: no images in its class folders ({', '.join(task.classes)})")
+            skipped = " that could be read" if bad.total else ""
+            raise DataError(f"{split_dir}: no images{skipped} in its class folders ({', '.join(task.classes)})")
         matrix = np.full((len(paths), len(TASK_NAMES)), IGNORE_INDEX, dtype=np.int64)
         matrix[:, column] = labels
         entries[split] = Entry(labels=matrix, paths=paths)
@@ -259,14 +282,23 @@ def _read_folder_task(task_dir: Path, task: Task) -> dict[str, Entry]:
     return entries
 
 
-def _read_csv_root(root: Path, tasks: tuple[str, ...] | None) -> tuple[Index, tuple[str, ...]]:
+def _usable_images(folder: Path, root: Path, bad: BadFiles) -> list[Path]:
+    """Images of a class folder: header-checked, inside ``root``; other files are noted as ignored."""
+    scan = scan_images(folder, boundary=root)
+    bad.ignored.extend(scan.others)
+    for path, target in scan.escaping:
+        bad.report("symlinks out of the root", escape_message(path, target, root))
+    return [path for path in scan.images if bad.check(path)]
+
+
+def _read_csv_root(root: Path, tasks: tuple[str, ...] | None, bad: BadFiles) -> tuple[Index, tuple[str, ...]]:
     index: Index = {split: {} for split in SPLITS}
     provided: set[str] = set()
     for split in SPLITS:
         csv_path = next((root / f"{a}.csv" for a in SPLIT_ALIASES[split] if (root / f"{a}.csv").is_file()), None)
         if csv_path is None:
             continue
-        entry, columns = read_manifest(csv_path, tasks)
+        entry, columns = read_manifest(csv_path, tasks, bad)
         provided.update(columns)
         if len(entry):
             index[split][MANIFEST_KEY] = entry
@@ -282,22 +314,28 @@ def _read_csv_root(root: Path, tasks: tuple[str, ...] | None) -> tuple[Index, tu
     return index, tuple(t for t in TASK_NAMES if t in provided)
 
 
-def read_manifest(csv_path: Path, tasks: tuple[str, ...] | None) -> tuple[Entry, tuple[str, ...]]:
+def read_manifest(
+    csv_path: Path, tasks: tuple[str, ...] | None, bad: BadFiles | None = None
+) -> tuple[Entry, tuple[str, ...]]:
     """Read a CSV manifest ``path,<task>,...`` whose cells are class names or indices.
 
     Blank cells mean "not labelled for this task". Paths are relative to the CSV's folder
-    unless absolute. Rows without any label for the selected tasks are dropped.
+    unless absolute (a manifest may list images anywhere, so no root boundary applies). Rows
+    without any label for the selected tasks are dropped. Image headers are checked.
 
     Args:
         csv_path: The manifest.
         tasks: Tasks to keep; None keeps every task column.
+        bad: Counts missing or unreadable images when skipping; None raises on the first.
 
     Returns:
         The entry and the task columns found in the file.
 
     Raises:
-        DataError: Unknown column, unknown class, index out of range, or missing image.
+        DataError: Unknown or repeated column, unknown class, index out of range, an image
+            given two labels for one task, or (unless skipped) a missing or unreadable image.
     """
+    bad = bad if bad is not None else BadFiles()
     with open(csv_path, newline="", encoding="utf-8-sig") as handle:
         reader = csv.reader(handle)
         header = next(reader, None)
@@ -306,14 +344,20 @@ def read_manifest(csv_path: Path, tasks: tuple[str, ...] | None) -> tuple[Entry,
         columns: list[tuple[int, Task]] = []
         for position, name in enumerate(header[1:], start=1):
             try:
-                columns.append((position, get_task(name)))
+                task = get_task(name)
             except KeyError:
                 raise DataError(
                     f"{csv_path}: unknown column '{name}'; columns are path and task names ({', '.join(TASK_NAMES)})"
                 ) from None
+            twin = next((header[p] for p, t in columns if t.name == task.name), None)
+            if twin is not None:
+                # Two columns for one task (e.g. "scene" and "task1"): one would silently win.
+                raise DataError(f"{csv_path}: columns '{twin}' and '{name}' are both task '{task.name}'; keep one")
+            columns.append((position, task))
         keep = [(pos, task) for pos, task in columns if tasks is None or task.name in tasks]
         paths: list[Path] = []
         rows: list[np.ndarray] = []
+        seen: dict[tuple[Path, str], tuple[int, int]] = {}
         for line_number, row in enumerate(reader, start=2):
             if not row or not any(cell.strip() for cell in row):
                 continue
@@ -325,9 +369,23 @@ def read_manifest(csv_path: Path, tasks: tuple[str, ...] | None) -> tuple[Entry,
             if (labels == IGNORE_INDEX).all():
                 continue
             path = Path(row[0].strip())
-            paths.append(path if path.is_absolute() else csv_path.parent / path)
+            path = path if path.is_absolute() else csv_path.parent / path
+            for _, task in keep:
+                # An image may be listed again (for other tasks, or to weigh it more), never with another label.
+                label = int(labels[task_index(task.name)])
+                earlier = seen.setdefault((path, task.name), (line_number, label)) if label != IGNORE_INDEX else None
+                if earlier is not None and earlier[1] != label:
+                    raise DataError(
+                        f"{csv_path}:{line_number}: {row[0].strip()} is {task.classes[label]} for task "
+                        f"'{task.name}' but {task.classes[earlier[1]]} on line {earlier[0]}; keep one label"
+                    )
+            paths.append(path)
             rows.append(labels)
-    check_files_exist(paths, str(csv_path))
+    if bad.on_error == "raise":
+        check_files_exist(paths, str(csv_path))
+    keep_rows = [i for i, path in enumerate(paths) if bad.check(path)]
+    paths = [paths[i] for i in keep_rows]
+    rows = [rows[i] for i in keep_rows]
     matrix = np.stack(rows) if rows else np.zeros((0, len(TASK_NAMES)), dtype=np.int64)
     return Entry(labels=matrix, paths=paths), tuple(t.name for _, t in columns)
 

@@ -26,7 +26,9 @@ from torch import Tensor, nn
 from torchmetrics import Metric
 from torchvision.transforms.v2 import functional as TF  # noqa: N812
 
+from crackcascade.checkpoints import load_checkpoint
 from crackcascade.data.cracks import MASK_IGNORE
+from crackcascade.data.sampling import has_samples
 from crackcascade.errors import ConfigError, WeightsError, first_line
 from crackcascade.labels import CRACK, CRACK_DAMAGE_TYPES, SCALES, TASKS, get_task, normalize_name
 from crackcascade.models.multitask import MultiTaskClassifier
@@ -169,10 +171,7 @@ def _read_checkpoint(path: str | Path, option: str) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{option}: checkpoint '{path}' not found; give the .ckpt file a training run wrote")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise WeightsError(f"{option}: '{path}' is not a readable Lightning checkpoint ({first_line(err)})") from None
+    checkpoint = load_checkpoint(path, option, kind="Lightning checkpoint")
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "hyper_parameters" not in checkpoint:
         raise WeightsError(f"{option}: '{path}' is not a Lightning checkpoint (no state_dict/hyper_parameters)")
     return checkpoint
@@ -430,6 +429,8 @@ class CrackCascade(pl.LightningModule):
 
     def test_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         """Score each photo of the batch ungated and gated, under its true scale."""
+        if not has_samples(batch):
+            return  # every photo of the batch was skipped (on_error=skip)
         scales = batch.get("scale") or [(self._eval_scales() or ["all"])[dataloader_idx]] * len(batch["image"])
         for image, mask, scale in zip(batch["image"], batch["mask"], scales, strict=True):
             valid = mask != MASK_IGNORE
@@ -487,6 +488,8 @@ class CrackCascade(pl.LightningModule):
         """
         from crackcascade.measure import measure_cracks
 
+        if not has_samples(batch):
+            return []
         records = []
         for image, path in zip(batch["image"], batch["path"], strict=True):
             probabilities = self.diagnose(image)

@@ -15,10 +15,12 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_only
 from torch import Tensor, nn
 from torchmetrics.classification import BinaryConfusionMatrix, MulticlassConfusionMatrix
 
+from crackcascade.data.sampling import has_samples
 from crackcascade.errors import ConfigError
 from crackcascade.labels import CRACK_DAMAGE_TYPES, IGNORE_INDEX, get_task, resolve_tasks, task_index
 from crackcascade.models.optim import configure_optimizer
 from crackcascade.models.weights import load_weights
+from crackcascade.reliability import check_finite_loss
 
 Batch = dict[str, Any]
 STAGES: tuple[str, ...] = ("train", "val", "test")
@@ -33,9 +35,12 @@ def collate_tasks(batch: Batch | dict[str, Batch | None]) -> Batch:
     Concatenating lets the backbone run once per step on every task's images; the label vectors
     already say which task each image is labelled for.
     """
-    if "image" in batch:
+    if "image" in batch or "skipped" in batch:
         return batch
-    parts = [part for part in batch.values() if part is not None]
+    # A task's batch is None when its loader is done (max_size mode), imageless when all its samples were skipped.
+    parts = [part for part in batch.values() if part is not None and "image" in part]
+    if not parts:
+        return {"skipped": []}
     return {
         "image": torch.cat([p["image"] for p in parts]),
         "labels": torch.cat([p["labels"] for p in parts]),
@@ -257,6 +262,10 @@ class MultiTaskClassifier(pl.LightningModule):
         """Restore the trained tasks (checkpoints from other tools have every head trained)."""
         self._data_tasks = set(checkpoint.get("crackcascade_trained_tasks", self.tasks))
 
+    def on_train_start(self) -> None:
+        """Apply ``freeze_backbone_epochs`` also to an epoch resumed mid-way, which gets no epoch-start hook."""
+        self.on_train_epoch_start()
+
     def on_train_epoch_start(self) -> None:
         """Freeze or unfreeze the backbone according to ``freeze_backbone_epochs``."""
         frozen = self.current_epoch < self.hparams["freeze_backbone_epochs"]
@@ -264,13 +273,17 @@ class MultiTaskClassifier(pl.LightningModule):
         if frozen:
             self.backbone.eval()
 
-    def _step(self, batch: Batch, stage: str) -> Tensor:
+    def _step(self, batch: Batch, stage: str) -> Tensor | None:
         batch = collate_tasks(batch)
+        if not has_samples(batch):
+            return None  # every sample of the step was skipped (on_error=skip): no update
         labels = batch["labels"]
         logits = self(batch["image"])
         loss, per_task = masked_cross_entropy(
             logits, labels, self.task_weights, self.hparams["label_smoothing"] if stage == "train" else 0.0
         )
+        if stage == "train":
+            check_finite_loss(self, loss, {f"{task} loss": value for task, value in per_task.items()}, batch)
         size = len(labels)
         self.log(f"{stage}_loss", loss, prog_bar=True, batch_size=size, sync_dist=stage != "train")
         for task, task_loss in per_task.items():
@@ -284,8 +297,8 @@ class MultiTaskClassifier(pl.LightningModule):
             self._crack_confusion(stage).update(predicted.long(), torch.as_tensor(batch["crack"]).long())
         return loss
 
-    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        """Masked multi-task cross-entropy on the concatenated task batches."""
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor | None:
+        """Masked multi-task cross-entropy on the concatenated task batches; stops at a NaN or infinite loss."""
         return self._step(batch, "train")
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
@@ -392,6 +405,8 @@ class MultiTaskClassifier(pl.LightningModule):
 
     def predict_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Any]]:
         """Return one record per image: class, probability and all class probabilities per task."""
+        if not has_samples(batch):
+            return []
         logits = self(batch["image"])
         probabilities = {t: logits[t].float().softmax(1).cpu() for t in self.tasks if t in self._data_tasks}
         records = []

@@ -17,11 +17,13 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_only
 from torch import Tensor, nn
 from torchmetrics import MeanMetric, Metric
 
+from crackcascade.data.sampling import has_samples
 from crackcascade.errors import ConfigError, WeightsError
 from crackcascade.labels import CRACK, IGNORE_INDEX
 from crackcascade.measure import measure_cracks
 from crackcascade.models.optim import configure_optimizer
 from crackcascade.models.weights import KNOWN_PREFIXES, load_weights, read_state_dict
+from crackcascade.reliability import check_finite_loss
 from crackcascade.tiling import PAD_MULTIPLE, pad_to_multiple, predict_tiled
 
 Batch = dict[str, Any]
@@ -606,6 +608,8 @@ class CrackSegmenter(pl.LightningModule):
         Raises:
             ValueError: If the batch holds more than one photo (photos differ in size).
         """
+        if not has_samples(batch):
+            return []  # the photo could not be read (on_error=skip)
         images = batch["image"]
         if images.dim() != 4 or images.shape[0] != 1:
             raise ValueError(f"predict batches must hold one photo (batch_size 1), got {tuple(images.shape)}")
@@ -664,15 +668,32 @@ class CrackSegmenter(pl.LightningModule):
         scales = self._eval_scales()
         return [scales[dataloader_idx] if scales else "all"] * len(batch["image"])
 
-    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        """Loss on a batch of image crops."""
-        loss = segmentation_loss(
-            self(batch["image"]), batch["mask"], self.hparams["loss"], self.hparams["pos_weight"], IGNORE_INDEX
-        )
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor | None:
+        """Loss on a batch of image crops; stops at a NaN or infinite loss, naming the class and loss term."""
+        if not has_samples(batch):
+            return None  # every crop of the batch was skipped (on_error=skip): no update
+        logits = self(batch["image"])
+        loss = segmentation_loss(logits, batch["mask"], self.hparams["loss"], self.hparams["pos_weight"], IGNORE_INDEX)
+        check_finite_loss(self, loss, lambda: self._loss_terms(logits, batch["mask"]), batch)
         self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(batch["image"]))
         return loss
 
+    def _loss_terms(self, logits: Tensor, mask: Tensor) -> dict[str, Tensor]:
+        """Each class's BCE and Dice term alone (computed only to say which one is not finite)."""
+        terms: dict[str, Tensor] = {}
+        for index, name in enumerate(self.classes):
+            # Class i's channel against a mask in which only class i + 1 is foreground.
+            own = torch.where(mask == index + 1, 1, torch.where(mask == IGNORE_INDEX, IGNORE_INDEX, 0))
+            for term in ("bce", "dice"):
+                if term in self.hparams["loss"]:
+                    terms[f"{name} {term}"] = segmentation_loss(
+                        logits[:, index : index + 1].detach(), own, term, self.hparams["pos_weight"], IGNORE_INDEX
+                    )
+        return terms
+
     def _eval_step(self, batch: Batch, stage: str, dataloader_idx: int) -> None:
+        if not has_samples(batch):
+            return
         logits = self(batch["image"])
         probabilities = self._probabilities(batch["image"], logits)
         mask = batch["mask"]

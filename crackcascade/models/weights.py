@@ -8,7 +8,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from crackcascade.errors import WeightsError, first_line
+from crackcascade.checkpoints import load_checkpoint
+from crackcascade.errors import WeightsError
 
 KNOWN_PREFIXES: tuple[str, ...] = (
     "",
@@ -26,8 +27,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read tensors from a weight file without executing code from it.
 
     ``.safetensors`` files are read with safetensors; anything else with
-    ``torch.load(weights_only=True)``, which refuses pickled Python objects. A Lightning
-    checkpoint's ``state_dict`` (or a ``model``/``state_dict`` entry of a plain dict) is unwrapped.
+    ``torch.load(weights_only=True)``, which refuses pickled Python objects unless the user
+    trusts the file (:func:`crackcascade.checkpoints.load_checkpoint`). A Lightning checkpoint's
+    ``state_dict`` (or a ``model``/``state_dict`` entry of a plain dict) is unwrapped.
 
     Args:
         path: The weight file.
@@ -45,14 +47,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             return load_file(str(path), device="cpu")
         except Exception as err:
             raise WeightsError(f"{path}: cannot read safetensors file ({err})") from None
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        first = first_line(err)
-        raise WeightsError(
-            f"{path}: cannot be loaded safely ({first}); save only tensors, e.g. "
-            "safetensors.torch.save_file(model.state_dict(), 'weights.safetensors')"
-        ) from None
+    obj = load_checkpoint(path, kind="weight file")
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
             obj = obj[key]
