@@ -1,4 +1,4 @@
-"""The ``crackcascade`` command: Lightning CLI subcommands plus ``synthesize``."""
+"""The ``crackcascade`` command: Lightning CLI subcommands plus ``synthesize`` and ``export``."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ USAGE_EXTRA = """\
 crackcascade subcommands:
   fit | validate | test | predict   Lightning CLI (see `crackcascade fit --help`)
   synthesize ROOT [...]             write built-in synthetic Phi-Net data (see `crackcascade synthesize --help`)
+  export CHECKPOINT OUTPUT.onnx     export a classifier or U-Net to ONNX (see `crackcascade export --help`)
 """
 
 
@@ -28,7 +29,7 @@ class CrackcascadeCLI(LightningCLI):
 
 
 def main(args: Sequence[str] | None = None) -> int:
-    """Run ``crackcascade``: ``fit``, ``validate``, ``test``, ``predict`` or ``synthesize``.
+    """Run ``crackcascade``: ``fit``, ``validate``, ``test``, ``predict``, ``synthesize`` or ``export``.
 
     Errors crackcascade can explain (bad path, unreadable file, wrong option) are printed as one
     line on stderr and exit with status 2 instead of a traceback.
@@ -48,6 +49,10 @@ def main(args: Sequence[str] | None = None) -> int:
             from crackcascade.data.synthetic import main as synthesize
 
             return synthesize(argv[1:])
+        if argv[:1] == ["export"]:
+            from crackcascade.export import main as export
+
+            return export(argv[1:])
         if argv[:1] in (["-h"], ["--help"]):
             print(USAGE_EXTRA)
         CrackcascadeCLI(
