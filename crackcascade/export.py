@@ -219,9 +219,13 @@ def export_classifier(
         "input": _input_info(input_dtype, ["batch", 3, image_size, image_size], classifier.mean, classifier.std),
         "image_size": image_size,
         "outputs": [
-            {"name": task, "shape": ["batch", get_task(task).num_classes], "kind": "logits", "classes": classes}
-            for task in chosen
-            for classes in [list(get_task(task).classes)]
+            {
+                "name": t,
+                "shape": ["batch", get_task(t).num_classes],
+                "kind": "logits",
+                "classes": list(get_task(t).classes),
+            }
+            for t in chosen
         ],
     }
     return _finish(onnx, path, metadata, opset, {0: "batch"})
