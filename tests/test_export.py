@@ -126,6 +126,24 @@ def test_float_input_explicit_size_and_a_failing_parity_check(tmp_path: Path) ->
         check_parity(ClassifierGraph(other, ["spalling"]), session, images, metadata)
 
 
+def test_parity_tolerance_can_scale_with_the_outputs() -> None:
+    class Pixels(torch.nn.Module):
+        def forward(self, images: torch.Tensor) -> torch.Tensor:
+            return images.float()  # outputs up to 255, like the large logits of a deep network
+
+    class Shifted:  # a session whose outputs are PyTorch's plus 5e-3
+        def run(self, names: list[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+            return [feed["image"].astype(np.float32) + 5e-3]
+
+    metadata = {"outputs": [{"name": "logits"}]}
+    images = torch.full((1, 3, 4, 4), 255, dtype=torch.uint8)
+    with pytest.raises(WeightsError, match=r"differs from PyTorch by 0.005 on the same input \(more than 0.0001\)"):
+        check_parity(Pixels(), Shifted(), images, metadata)
+    assert check_parity(Pixels(), Shifted(), images, metadata, rtol=1e-4) == pytest.approx(5e-3, rel=1e-3)
+    with pytest.raises(WeightsError, match=r"more than 0.0001"):  # the scale is the largest |output|, not each one
+        check_parity(Pixels(), Shifted(), torch.zeros((1, 3, 4, 4), dtype=torch.uint8), metadata, rtol=1e-4)
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
