@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.crackcascade-installed
 
-.PHONY: demo test install lint clean
+.PHONY: demo test install lint strip-notebooks clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy crackcascade
+
+# Notebooks are committed without outputs (a test checks); run this after executing one.
+strip-notebooks: $(STAMP)
+	$(BIN)/python notebooks/strip_outputs.py
 
 clean:
 	rm -rf $(VENV) logs lightning_logs data/synthetic .pytest_cache .ruff_cache .mypy_cache

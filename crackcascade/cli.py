@@ -1,4 +1,4 @@
-"""The ``crackcascade`` command: Lightning CLI subcommands plus ``synthesize`` and ``convert``."""
+"""The ``crackcascade`` command: Lightning CLI subcommands plus ``synthesize``, ``convert`` and ``export``."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ crackcascade subcommands:
   fit | validate | test | predict   Lightning CLI (see `crackcascade fit --help`)
   synthesize ROOT [...]             write built-in synthetic Phi-Net data (see `crackcascade synthesize --help`)
   convert IN OUT                    re-save a checkpoint to load without running code (`crackcascade convert -h`)
+  export CHECKPOINT OUTPUT.onnx     export a classifier or U-Net to ONNX (see `crackcascade export --help`)
 
   --trust_checkpoint true           (any subcommand) load checkpoints and weight files that need pickled Python
                                     objects, which can run code from the file; for this command only, never
@@ -185,7 +186,7 @@ def _take_trust_flag(argv: list[str]) -> tuple[list[str], bool]:
 
 
 def main(args: Sequence[str] | None = None) -> int:
-    """Run ``crackcascade``: ``fit``, ``validate``, ``test``, ``predict``, ``synthesize`` or ``convert``.
+    """Run ``crackcascade``: ``fit``, ``validate``, ``test``, ``predict``, ``synthesize``, ``convert`` or ``export``.
 
     Errors crackcascade can explain (bad path, unreadable file, wrong option, a NaN loss) are
     printed as one line on stderr and exit with status 2 instead of a traceback; a run stopped by
@@ -216,6 +217,10 @@ def main(args: Sequence[str] | None = None) -> int:
             from crackcascade.checkpoints import main as convert
 
             return convert(argv[1:])
+        if argv[:1] == ["export"]:
+            from crackcascade.export import main as export
+
+            return export(argv[1:])
         if argv[:1] in (["-h"], ["--help"]):
             print(USAGE_EXTRA)
         CrackcascadeCLI(

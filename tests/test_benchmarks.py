@@ -74,3 +74,17 @@ def test_real_masks_and_cascade_benchmarks_quick(tmp_path: Path) -> None:
                "--workdir", str(tmp_path / "cascade"), "--threads", "1")  # fmt: skip
     modes = [line.split()[:2] for line in out.splitlines() if line.startswith("pixel")]
     assert modes == [["pixel", "ungated"], ["pixel", "gated"]], out
+
+
+def test_export_throughput_benchmark_quick() -> None:
+    out = _run("export_throughput.py", "--quick", "--threads", "1")
+    rows = [line.split() for line in out.splitlines() if line.startswith(("classifier", "U-Net"))]
+    assert [(r[0], r[1], r[2]) for r in rows] == [
+        ("classifier", "test_resnet", "64x64"),
+        ("U-Net", "tu-test_resnet", "80x100"),
+    ]
+    for row in rows:
+        torch_rate, ort_rate, difference = float(row[4]), float(row[5]), float(row[7])
+        assert torch_rate > 0 and ort_rate > 0
+        assert float(row[6].rstrip("x")) == pytest.approx(ort_rate / torch_rate, rel=0.05, abs=0.01)
+        assert difference < 1e-4, "the timed ONNX model must give PyTorch's outputs"
