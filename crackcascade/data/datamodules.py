@@ -45,8 +45,13 @@ def make_loader(
     workers: int,
     pin_memory: bool,
     collate: Any = None,
+    prefetch_factor: int | None = None,
 ) -> DataLoader:
-    """The DataLoader every crackcascade data module builds: workers kept alive between epochs."""
+    """The DataLoader every crackcascade data module builds: workers kept alive between epochs.
+
+    ``prefetch_factor`` (batches each worker loads ahead; None keeps torch's default of 2) only
+    applies with workers, so it is dropped for ``workers=0`` instead of failing.
+    """
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -55,11 +60,16 @@ def make_loader(
         collate_fn=collate,
         pin_memory=pin_memory,
         persistent_workers=workers > 0,
+        prefetch_factor=prefetch_factor if workers > 0 else None,
     )
 
 
-def check_loader_options(image_size: int, num_workers: int, **batch_sizes: int) -> None:
-    """Fail with one line naming the option if an image size, worker count or batch size cannot work."""
+def check_loader_options(
+    image_size: int, num_workers: int, *, prefetch_factor: int | None = None, **batch_sizes: int
+) -> None:
+    """Fail with one line naming the option if an image size, worker count, prefetch or batch size cannot work."""
+    if prefetch_factor is not None and prefetch_factor < 1:
+        raise ConfigError(f"data.prefetch_factor must be >= 1 or null, got {prefetch_factor}")
     for name, value in batch_sizes.items():
         if value < 1:
             raise ConfigError(f"data.{name} must be >= 1, got {value}")
@@ -120,6 +130,12 @@ class PhiNetDataModule(pl.LightningDataModule):
             step has all tasks, an epoch being the largest task once.
         predict_root: Folder of photos for ``predict`` (searched recursively).
         pin_memory: Pin host memory for faster GPU transfer; None pins when CUDA is available.
+        prefetch_factor: Batches each worker loads ahead (None: torch's default, 2); used only
+            with ``num_workers`` > 0.
+        jpeg_draft: Decode JPEGs at least twice ``image_size`` at 1/2, 1/4 or 1/8 scale (no
+            smaller than ``image_size``; libjpeg's DCT-domain scaling, several times faster than a
+            full decode). The pixels then differ a little from a full decode resized (the README's
+            input-pipeline table measures how much); False always decodes at full size.
     """
 
     def __init__(
@@ -137,9 +153,17 @@ class PhiNetDataModule(pl.LightningDataModule):
         combined_mode: CombinedMode = "max_size_cycle",
         predict_root: str | None = None,
         pin_memory: bool | None = None,
+        prefetch_factor: int | None = None,
+        jpeg_draft: bool = True,
     ) -> None:
         super().__init__()
-        check_loader_options(image_size, num_workers, batch_size=batch_size, eval_batch_size=eval_batch_size or 1)
+        check_loader_options(
+            image_size,
+            num_workers,
+            prefetch_factor=prefetch_factor,
+            batch_size=batch_size,
+            eval_batch_size=eval_batch_size or 1,
+        )
         check_fractions(val_fraction=val_fraction)
         try:
             self._requested_tasks = None if tasks is None else resolve_tasks(tasks)
@@ -161,6 +185,9 @@ class PhiNetDataModule(pl.LightningDataModule):
         self.combined_mode = combined_mode
         self.predict_root = predict_root
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        self.prefetch_factor = prefetch_factor
+        # Side below which no JPEG is decoded, when draft decoding is on (the transform resizes to it).
+        self.decode_size: int | None = image_size if jpeg_draft else None
         self._index: Index | None = None
         self._tasks: tuple[str, ...] | None = self._requested_tasks
         self.datasets: dict[str, dict[str, Dataset[Sample]]] = {}
@@ -204,11 +231,14 @@ class PhiNetDataModule(pl.LightningDataModule):
                 where = "test.csv" if MANIFEST_KEY in index["train"] else "X_test.npy or test/ folders"
                 raise DataError(f"data.root '{self.root}': no {split} split found (expected {where})")
             transform = classification_transform(self.image_size, train=split == "train", augment=self.augment)
-            self.datasets[split] = {key: _dataset(entry, transform) for key, entry in index[split].items()}
+            self.datasets[split] = {
+                key: _dataset(entry, transform, self.decode_size) for key, entry in index[split].items()
+            }
 
     def _predict_dataset(self) -> Dataset[Sample]:
         paths = predict_photos(self.predict_root)
-        return ImageFileDataset(paths, transform=classification_transform(self.image_size, train=False))
+        transform = classification_transform(self.image_size, train=False)
+        return ImageFileDataset(paths, transform=transform, min_size=self.decode_size)
 
     def train_dataloader(self) -> CombinedLoader:
         """One shuffled loader per task, combined so that each step holds every task."""
@@ -216,14 +246,23 @@ class PhiNetDataModule(pl.LightningDataModule):
         per_loader_batch = max(1, math.ceil(self.batch_size / len(sets)))
         per_loader_workers = math.ceil(self.num_workers / len(sets)) if self.num_workers else 0
         loaders = {
-            key: make_loader(ds, per_loader_batch, True, per_loader_workers, self.pin_memory)
+            key: make_loader(
+                ds, per_loader_batch, True, per_loader_workers, self.pin_memory, prefetch_factor=self.prefetch_factor
+            )
             for key, ds in sets.items()
         }
         return CombinedLoader(loaders, mode=self.combined_mode)
 
     def _eval_loader(self, split: str) -> DataLoader:
         dataset: Dataset[Sample] = ConcatDataset(list(self.datasets[split].values()))
-        return make_loader(dataset, self.eval_batch_size, False, self.num_workers, self.pin_memory)
+        return make_loader(
+            dataset,
+            self.eval_batch_size,
+            False,
+            self.num_workers,
+            self.pin_memory,
+            prefetch_factor=self.prefetch_factor,
+        )
 
     def val_dataloader(self) -> DataLoader | list[DataLoader]:
         """All tasks' validation images in one loader; metrics split them by label.
@@ -241,10 +280,10 @@ class PhiNetDataModule(pl.LightningDataModule):
         return self._eval_loader("predict")
 
 
-def _dataset(entry: Entry, transform: Any) -> Dataset[Sample]:
+def _dataset(entry: Entry, transform: Any, min_size: int | None) -> Dataset[Sample]:
     if entry.x_path is not None:
         return ArrayTaskDataset(entry.x_path, entry.labels, entry.column, entry.rows, transform)
-    return ImageFileDataset(entry.paths, entry.labels, transform)
+    return ImageFileDataset(entry.paths, entry.labels, transform, min_size=min_size)
 
 
 class SyntheticPhiNetDataModule(PhiNetDataModule):
@@ -367,6 +406,8 @@ class CrackMaskDataModule(pl.LightningDataModule):
         on_error: ``raise`` at the first bad image, mask or annotation, or ``skip`` and count them.
         predict_root: Folder of photos for ``predict`` (searched recursively).
         pin_memory: Pin host memory for faster GPU transfer; None pins when CUDA is available.
+        prefetch_factor: Batches each worker loads ahead (None: torch's default, 2); used only
+            with ``num_workers`` > 0.
     """
 
     def __init__(
@@ -387,9 +428,16 @@ class CrackMaskDataModule(pl.LightningDataModule):
         on_error: OnError = "raise",
         predict_root: str | None = None,
         pin_memory: bool | None = None,
+        prefetch_factor: int | None = None,
     ) -> None:
         super().__init__()
-        check_loader_options(image_size, num_workers, batch_size=batch_size, eval_batch_size=eval_batch_size)
+        check_loader_options(
+            image_size,
+            num_workers,
+            prefetch_factor=prefetch_factor,
+            batch_size=batch_size,
+            eval_batch_size=eval_batch_size,
+        )
         check_fractions(val_fraction=val_fraction, test_fraction=test_fraction)
         low, high = scale_range
         if not 0.0 < low <= high:
@@ -420,6 +468,7 @@ class CrackMaskDataModule(pl.LightningDataModule):
         self.on_error = on_error
         self.predict_root = predict_root
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        self.prefetch_factor = prefetch_factor
         self.eval_scales: list[str] = list(self.scales)
         self._index: dict[str, dict[str, list[MaskRecord]]] | None = None
         self.datasets: dict[str, list[Dataset[Sample]]] = {}
@@ -505,7 +554,15 @@ class CrackMaskDataModule(pl.LightningDataModule):
         return PhotoDataset(predict_photos(self.predict_root))
 
     def _loader(self, dataset: Dataset[Sample], batch_size: int, shuffle: bool, collate: Any) -> DataLoader:
-        return make_loader(dataset, batch_size, shuffle, self.num_workers, self.pin_memory, collate)
+        return make_loader(
+            dataset,
+            batch_size,
+            shuffle,
+            self.num_workers,
+            self.pin_memory,
+            collate,
+            prefetch_factor=self.prefetch_factor,
+        )
 
     def train_dataloader(self) -> DataLoader:
         """One shuffled loader over the training images of every chosen scale."""
@@ -595,13 +652,13 @@ CONCRETE_CRACK_FOLDERS: tuple[tuple[str, bool], ...] = (("Positive", True), ("Ne
 class _ConcreteCrackDataset(ImageFileDataset):
     """:class:`ImageFileDataset` whose samples also carry ``"crack"`` (1 or 0) for cross-dataset metrics."""
 
-    def __init__(self, paths: Sequence[Path], cracks: Sequence[bool], transform: Any) -> None:
+    def __init__(self, paths: Sequence[Path], cracks: Sequence[bool], transform: Any, min_size: int | None) -> None:
         damage_state = get_task("damage_state")
         labels = np.full((len(paths), len(TASK_NAMES)), IGNORE_INDEX, dtype=np.int64)
         labels[:, task_index(damage_state.name)] = [
             damage_state.class_index("damaged" if crack else "undamaged") for crack in cracks
         ]
-        super().__init__(paths, labels, transform)
+        super().__init__(paths, labels, transform, min_size)
         self.cracks = [int(crack) for crack in cracks]
 
     def __getitem__(self, index: int) -> Sample:
@@ -636,6 +693,12 @@ class ConcreteCrackDataModule(pl.LightningDataModule):
         augment: Apply training augmentation (flips and colour jitter).
         predict_root: Folder of photos for ``predict`` (searched recursively).
         pin_memory: Pin host memory for faster GPU transfer; None pins when CUDA is available.
+        prefetch_factor: Batches each worker loads ahead (None: torch's default, 2); used only
+            with ``num_workers`` > 0.
+        jpeg_draft: Decode JPEGs at least twice ``image_size`` at 1/2, 1/4 or 1/8 scale (no
+            smaller than ``image_size``; libjpeg's DCT-domain scaling, several times faster than a
+            full decode). The pixels then differ a little from a full decode resized (the README's
+            input-pipeline table measures how much); False always decodes at full size.
     """
 
     def __init__(
@@ -651,9 +714,17 @@ class ConcreteCrackDataModule(pl.LightningDataModule):
         augment: bool = True,
         predict_root: str | None = None,
         pin_memory: bool | None = None,
+        prefetch_factor: int | None = None,
+        jpeg_draft: bool = True,
     ) -> None:
         super().__init__()
-        check_loader_options(image_size, num_workers, batch_size=batch_size, eval_batch_size=eval_batch_size or 1)
+        check_loader_options(
+            image_size,
+            num_workers,
+            prefetch_factor=prefetch_factor,
+            batch_size=batch_size,
+            eval_batch_size=eval_batch_size or 1,
+        )
         check_fractions(val_fraction=val_fraction, test_fraction=test_fraction)
         self.save_hyperparameters()
         self.root = Path(root)
@@ -667,6 +738,9 @@ class ConcreteCrackDataModule(pl.LightningDataModule):
         self.augment = augment
         self.predict_root = predict_root
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        self.prefetch_factor = prefetch_factor
+        # Side below which no JPEG is decoded, when draft decoding is on (the transform resizes to it).
+        self.decode_size: int | None = image_size if jpeg_draft else None
         self._splits: dict[str, tuple[list[Path], list[bool]]] | None = None
         self.datasets: dict[str, Dataset[Sample]] = {}
 
@@ -718,7 +792,9 @@ class ConcreteCrackDataModule(pl.LightningDataModule):
         """Build the datasets a stage needs (``fit``, ``validate``, ``test`` or ``predict``)."""
         if stage == "predict":
             paths = predict_photos(self.predict_root)
-            self.datasets["predict"] = ImageFileDataset(paths, transform=self._transform(train=False))
+            self.datasets["predict"] = ImageFileDataset(
+                paths, transform=self._transform(train=False), min_size=self.decode_size
+            )
             return
         splits = self.splits()
         needed = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}[stage]
@@ -731,13 +807,21 @@ class ConcreteCrackDataModule(pl.LightningDataModule):
                 # Carving always leaves training images, so only a held-out split can be empty here.
                 hint = f"set data.{split}_fraction > 0 (each class needs 2+ images)"
                 raise DataError(f"data.root '{self.root}': no {split} images; {hint}")
-            self.datasets[split] = _ConcreteCrackDataset(paths, cracks, self._transform(train=split == "train"))
+            transform = self._transform(train=split == "train")
+            self.datasets[split] = _ConcreteCrackDataset(paths, cracks, transform, self.decode_size)
 
     def _transform(self, train: bool) -> Any:
         return classification_transform(self.image_size, train=train, augment=self.augment)
 
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
-        return make_loader(self.datasets[split], batch_size, shuffle, self.num_workers, self.pin_memory)
+        return make_loader(
+            self.datasets[split],
+            batch_size,
+            shuffle,
+            self.num_workers,
+            self.pin_memory,
+            prefetch_factor=self.prefetch_factor,
+        )
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled training images of both classes."""
