@@ -207,6 +207,22 @@ def test_jpeg_draft_option_decides_how_classification_photos_decode(tmp_path: Pa
     assert not torch.equal(transform(read_image(path, min_size=64)), transform(read_image(path)))
 
 
+def test_fast_path_flags_reach_the_run_from_the_cli(phinet_roots: dict[str, Path], tmp_path: Path) -> None:
+    args = [
+        "fit", "--config", str(CONF / "multitask.yaml"), "--data.root", str(phinet_roots["arrays"]),
+        "--data.tasks", "[scene,spalling]", "--data.batch_size", "4", "--data.num_workers", "1",
+        "--data.prefetch_factor", "3",
+        "--model.channels_last", "false", "--trainer.precision", "bf16-mixed", "--trainer.benchmark", "true",
+        "--trainer.accumulate_grad_batches", "2", "--trainer.max_steps", "2", "--trainer.limit_val_batches", "1",
+        "--trainer.default_root_dir", str(tmp_path), "--trainer.logger", "false",
+    ]  # fmt: skip
+    assert main(args) == 0
+    checkpoint = torch.load(next(tmp_path.rglob("last.ckpt")), weights_only=True)
+    assert checkpoint["global_step"] == 2, "four batches of 4 (2 per task), two accumulated per step"
+    assert checkpoint["hyper_parameters"]["channels_last"] is False
+    assert checkpoint["datamodule_hyper_parameters"]["prefetch_factor"] == 3
+
+
 # ---- largest batch -------------------------------------------------------------------------------
 
 
