@@ -15,7 +15,7 @@ from pytorch_lightning.loggers import CSVLogger
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 import crackcascade.tuning as tuning
-from crackcascade import LargestBatchFinder, MultiTaskClassifier, PhiNetDataModule
+from crackcascade import CrackSegmenter, LargestBatchFinder, MultiTaskClassifier, PhiNetDataModule
 from crackcascade.cli import main
 from crackcascade.data.datamodules import make_loader
 from crackcascade.data.io import read_image
@@ -82,6 +82,15 @@ def test_compiled_backbone_trains_and_saves_plain_keys(
     eager = MultiTaskClassifier.load_from_checkpoint(tmp_path / "compiled.ckpt", compile=False)  # strict keys
     trained = model.state_dict()
     assert all(torch.equal(value, trained[key]) for key, value in eager.state_dict().items())
+
+
+def test_segmenter_compiles_its_unet_in_place(monkeypatch: pytest.MonkeyPatch) -> None:
+    compiled: list[tuple[torch.nn.Module, str]] = []
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda module, mode: compiled.append((module, mode)))
+    plain = CrackSegmenter(encoder_name="tu-test_resnet")
+    model = CrackSegmenter(encoder_name="tu-test_resnet", compile=True, compile_mode="reduce-overhead")
+    assert compiled == [(model.model, "reduce-overhead")]
+    assert list(model.state_dict()) == list(plain.state_dict())
 
 
 # ---- sync-free confusion matrices --------------------------------------------------------------
