@@ -172,7 +172,7 @@ class LargestBatchFinder(BatchSizeFinder):
                 super().scale_batch_size(trainer, pl_module)
         except MemoryError:
             # Python or numpy hit the cap before PyTorch did, which Lightning does not take for an
-            # out-of-memory error; the model is restored by then, only the size is unknown.
+            # out-of-memory error. The model is restored by then; the size that failed is still set.
             size = getattr(datamodule, "batch_size", "?")
             raise ConfigError(
                 f"LargestBatchFinder: the memory cap was reached outside PyTorch at batch size {size}; "
