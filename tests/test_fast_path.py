@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
-import resource
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,6 @@ from PIL import Image
 from pytorch_lightning.loggers import CSVLogger
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-import crackcascade.tuning as tuning
 from crackcascade import CrackSegmenter, LargestBatchFinder, MultiTaskClassifier, PhiNetDataModule
 from crackcascade.cli import main
 from crackcascade.data.datamodules import make_loader
@@ -248,26 +249,47 @@ def test_batch_finder_from_the_cli_records_the_size_found(phinet_roots: dict[str
     assert checkpoint["datamodule_hyper_parameters"]["batch_size"] == 8
 
 
-def test_batch_finder_stops_at_the_memory_cap(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
+CAPPED_SEARCH = """
+import json, logging, resource, sys
+import pytorch_lightning as pl
+import crackcascade.tuning as tuning
+from crackcascade import LargestBatchFinder, MultiTaskClassifier, PhiNetDataModule
+
+failed = []
+class Failures(logging.Handler):
+    def emit(self, record):
+        if "failed, trying batch size" in record.getMessage():
+            failed.append(record.getMessage())
+logging.getLogger("pytorch_lightning").addHandler(Failures())
+limits = resource.getrlimit(resource.RLIMIT_DATA)
+tuning.available_memory = lambda: 600 * 2**20  # as if 600 MiB were free
+data = PhiNetDataModule(root=sys.argv[1], tasks=["scene"], image_size=160, batch_size=2, val_fraction=0.05)
+model = MultiTaskClassifier(backbone="test_resnet", tasks=["scene"])
+finder = LargestBatchFinder(memory_fraction=0.5, steps_per_trial=1)
+trainer = pl.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                     max_steps=1, limit_val_batches=0, callbacks=[finder], default_root_dir=sys.argv[2])
+trainer.fit(model, datamodule=data)
+print(json.dumps({"found": finder.optimal_batch_size, "data": data.batch_size, "steps": trainer.global_step,
+                  "failed": failed, "restored": resource.getrlimit(resource.RLIMIT_DATA) == limits}))
+"""
+
+
+def test_batch_finder_stops_at_the_memory_cap(tmp_path: Path) -> None:
     root = write_phinet(tmp_path / "data", tasks=["scene"], n_train=140, n_test=0, size=160)
-    limits = resource.getrlimit(resource.RLIMIT_DATA)
-    monkeypatch.setattr(tuning, "available_memory", lambda: 600 * 2**20)  # as if 600 MiB were free
-    data = PhiNetDataModule(root=str(root), tasks=["scene"], image_size=160, batch_size=2, val_fraction=0.05)
-    model = MultiTaskClassifier(backbone="test_resnet", tasks=["scene"])
-    finder = LargestBatchFinder(memory_fraction=0.5, steps_per_trial=1)
-    trainer = _trainer(tmp_path, max_steps=1, limit_val_batches=0, callbacks=[finder])
-    with caplog.at_level("INFO"):
-        trainer.fit(model, datamodule=data)
-    found = finder.optimal_batch_size
+    # A fresh process, as a real run is: the cap bounds how far the data segment grows, and a
+    # long-lived test process reuses memory it freed earlier without growing it.
+    done = subprocess.run(
+        [sys.executable, "-c", CAPPED_SEARCH, str(root), str(tmp_path)], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    found = result["found"]
     # Without a cap the search runs up to 256, the first size beyond the 133 training images; in
     # 300 MiB a larger size fails in PyTorch's allocator first and the last one that ran is kept.
-    failed = [r.getMessage() for r in caplog.records if "failed, trying batch size" in r.getMessage()]
-    assert found is not None and math.log2(found).is_integer() and 2 <= found < 128
-    assert failed == [f"Batch size {2 * found} failed, trying batch size {found}"]
-    assert data.batch_size == found and trainer.global_step == 1, "training went on at the size found"
-    assert resource.getrlimit(resource.RLIMIT_DATA) == limits, "the cap is lifted after the search"
+    assert math.log2(found).is_integer() and 2 <= found < 128, result
+    assert result["failed"] == [f"Batch size {2 * found} failed, trying batch size {found}"], result
+    assert result["data"] == found and result["steps"] == 1, "training went on at the size found"
+    assert result["restored"], "the cap is lifted after the search"
 
 
 def test_batch_finder_options_are_checked() -> None:
