@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import warnings
 from typing import Any
 
 import pytorch_lightning as pl
@@ -10,9 +12,17 @@ import pytorch_lightning as pl
 def quiet_trainer(**options: Any) -> pl.Trainer:
     """A CPU Trainer that prints only what the benchmark prints: no logger, checkpoints, bars or sanity check.
 
+    Lightning's own messages (devices found, precision used, tips, "fit stopped") are silenced too,
+    with two warnings that say nothing about the measurement, so that the tables print without
+    lines in between.
+
     Args:
         options: Further ``pl.Trainer`` arguments (epochs, time, precision...), which may override these.
     """
+    for name in ("pytorch_lightning", "lightning_fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    warnings.filterwarnings("ignore", message="You defined a `validation_step` but have no `val_dataloader`")
     defaults: dict[str, Any] = {
         "accelerator": "cpu",
         "logger": False,

@@ -22,25 +22,29 @@ import torch.nn.functional as F  # noqa: N812
 from crackcascade.hardware import bf16_supported
 
 
-def step_seconds(encoder: str, size: int, batch: int, channels_last: bool, bf16: bool, steps: int) -> float:
-    """Mean seconds per training step after two warm-up steps."""
+def step_seconds(
+    encoder: str, size: int, batch: int, channels_last: bool, bf16: bool, steps: int, device: str = "cpu"
+) -> float:
+    """Mean seconds per training step after two warm-up steps, on ``device`` (``cpu`` or ``cuda``)."""
     torch.manual_seed(0)
-    model = smp.Unet(encoder, encoder_weights=None, classes=1)
+    model = smp.Unet(encoder, encoder_weights=None, classes=1).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    images = torch.randn(batch, 3, size, size)
-    target = (torch.rand(batch, 1, size, size) < 0.02).float()
+    images = torch.randn(batch, 3, size, size, device=device)
+    target = (torch.rand(batch, 1, size, size, device=device) < 0.02).float()
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
         images = images.contiguous(memory_format=torch.channels_last)
     times = []
     for _ in range(steps + 2):
         start = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
             logits = model(images)
         loss = F.binary_cross_entropy_with_logits(logits.float(), target)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        if device != "cpu":
+            torch.cuda.synchronize()  # queued kernels belong to this step's time
         times.append(time.perf_counter() - start)
     return sum(times[2:]) / steps
 
@@ -56,13 +60,15 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     encoder, size, steps = ("tu-test_resnet", 64, 1) if args.quick else (args.encoder, 256, args.steps)
     native = bf16_supported()
-    print(f"U-Net {encoder}, batch 8 x {size}x{size}, {args.threads} threads, native bf16: {native}")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    where = f"{torch.cuda.get_device_name()}, " if device == "cuda" else ""
+    print(f"U-Net {encoder}, batch 8 x {size}x{size}, {where}{args.threads} threads, native bf16: {native}")
     print(f"{'layout':<16}{'precision':<12}{'s/step':>8}{'speed-up':>10}")
     print("-" * 46)
     base = None
     for channels_last in (False, True):
         for bf16 in (False, True):
-            seconds = step_seconds(encoder, size, 8, channels_last, bf16, steps)
+            seconds = step_seconds(encoder, size, 8, channels_last, bf16, steps, device)
             base = base or seconds
             layout = "channels-last" if channels_last else "contiguous"
             print(f"{layout:<16}{'bf16-mixed' if bf16 else 'float32':<12}{seconds:>8.3f}{base / seconds:>9.2f}x")

@@ -14,6 +14,7 @@ from crackcascade.data.datamodules import (
 from crackcascade.models.cascade import CrackCascade
 from crackcascade.models.multitask import MultiTaskClassifier
 from crackcascade.models.segmenter import CrackSegmenter
+from crackcascade.tuning import LargestBatchFinder
 
 __version__ = "0.1.0"
 
@@ -22,6 +23,7 @@ __all__ = [
     "CrackCascade",
     "CrackMaskDataModule",
     "CrackSegmenter",
+    "LargestBatchFinder",
     "MultiTaskClassifier",
     "PhiNetDataModule",
     "SyntheticCrackMaskDataModule",

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
+
+CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
+"""The ``mode`` values of :func:`torch.compile`, offered by the models' ``compile_mode`` option."""
 
 
 def bf16_supported() -> bool:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import math
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from crackcascade.labels import TASK_NAMES
 
 from .conftest import ROOT, SHARED_DATA
 
@@ -88,3 +92,73 @@ def test_export_throughput_benchmark_quick() -> None:
         assert torch_rate > 0 and ort_rate > 0
         assert float(row[6].rstrip("x")) == pytest.approx(ort_rate / torch_rate, rel=0.05, abs=0.01)
         assert difference < 1e-4, "the timed ONNX model must give PyTorch's outputs"
+
+
+def _number(text: str) -> float:
+    value = float(text.strip().rstrip("x"))
+    assert math.isfinite(value) and value > 0, text
+    return value
+
+
+def test_input_pipeline_benchmark_quick(tmp_path: Path) -> None:
+    out = _run("input_pipeline.py", "--quick", "--workers", "1", "--workdir", str(tmp_path))
+    rows = [line for line in out.splitlines() if line.startswith(("JPEG ", "PHI")) and "draft" not in line]
+    table = [(r[:20].strip(), r[20:54].strip(), int(r[54:62]), r[62:72], r[72:81], r[81:].strip()) for r in rows]
+    sources = ["JPEG 224x224", "JPEG 448x448", "PHI arrays 224x224"]
+    assert [t[0] for t in table] == [s for s in sources for _ in range(4)], out
+    assert [t[2] for t in table] == [0, 0, 1, 1] * 3, "per-worker rows, then the worker-process rows"
+    for source, pipeline, workers, rate, ratio, needed in table:
+        _number(rate)
+        assert pipeline.startswith("torchvision") == (ratio.strip() == "1.00x") or pipeline == "crackcascade"
+        assert (int(needed) >= 1) if workers == 0 else needed == "", (source, pipeline)
+    draft = next(line for line in out.splitlines() if line.startswith("JPEG draft"))
+    assert re.search(r"mean \|difference\| \d+\.\d\d grey levels, largest \d+$", draft), draft
+
+
+def test_train_step_benchmark_quick() -> None:
+    out = _run("train_step.py", "--quick", "--no-compile", "--threads", "1")
+    rows = [line for line in out.splitlines() if line.startswith(("fp32", "+"))]
+    names = [r[:24].strip() for r in rows]
+    assert names == ["fp32 eager (baseline)", "+ mixed precision", "+ channels_last", "+ torch.compile"], out
+    assert rows[-1][24:].strip() == "skipped (--no-compile)"
+    values = [[_number(v) for v in row[24:].split()] for row in rows[:-1]]
+    base_bare, base_ours = values[0][:2]
+    for bare, ours, ratio, bare_up, ours_up, warmup in values:
+        assert ratio == pytest.approx(ours / bare, rel=0.02) and warmup > 0
+        assert bare_up == pytest.approx(bare / base_bare, rel=0.02)
+        assert ours_up == pytest.approx(ours / base_ours, rel=0.02)
+    assert rows[0][24:].split()[3:5] == ["1.00x", "1.00x"]
+
+
+def test_multitask_inference_benchmark_quick() -> None:
+    out = _run("multitask_inference.py", "--quick", "--threads", "1")
+    rows = [line for line in out.splitlines() if line.startswith(("8 single", "1 eight"))]
+    assert len(rows) == 2, out
+    baseline, ours = (_number(r[50:60]) for r in rows)
+    assert rows[0].rstrip().endswith("1.00x") and ours > baseline, "one backbone pass costs less than eight"
+    shapes = [line.split() for line in out.splitlines() if line.split()[:1] and line.split()[0] in TASK_NAMES]
+    assert [s[0] for s in shapes] == list(TASK_NAMES) and all(s[1:3] == s[3:5] for s in shapes), out
+    assert "output shapes equal: yes" in out
+
+
+def test_unet_throughput_benchmark_quick() -> None:
+    out = _run("unet_throughput.py", "--quick", "--threads", "1")
+    rows = [line for line in out.splitlines() if line.startswith(("training", "inference"))]
+    assert [r.split()[0] for r in rows] == ["training", "training", "inference", "inference"], out
+    for row in rows:
+        images, megapixels, *speed_up = row[54:].split()
+        pixels = 0.004096 if row.startswith("training") else 0.196608  # 64x64 crops, a 384x512 photo
+        assert _number(megapixels) == pytest.approx(_number(images) * pixels, abs=0.006)
+        assert len(speed_up) == (0 if "baseline" in row else 1)
+
+
+def test_cascade_gating_benchmark_quick(tmp_path: Path) -> None:
+    out = _run("cascade_gating.py", "--quick", "--workdir", str(tmp_path), "--threads", "1")
+    rows = [line for line in out.splitlines() if line.startswith(("U-Net alone", "cascade,"))]
+    assert [r[:38].strip() for r in rows] == [
+        "U-Net alone, every photo (baseline)", "cascade, ungated", "cascade, gated (damage_state)",
+    ], out  # fmt: skip
+    values = [[float(v.rstrip("x")) for v in r[38:].split()] for r in rows]
+    assert values[0][0] == values[1][0] == 1.0 and 0.0 <= values[2][0] <= 1.0, "fraction segmented"
+    assert all(v[1] > 0 and v[2] > 0 for v in values) and values[0][3] == 1.0
+    assert "8 synthetic photos of 128x128, 4 crack-free" in out

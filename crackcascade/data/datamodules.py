@@ -48,6 +48,7 @@ def make_loader(
     collate: Any = None,
     on_error: OnError = "raise",
     stream: int = 0,
+    prefetch_factor: int | None = None,
 ) -> DataLoader:
     """The DataLoader every crackcascade data module builds: workers kept alive between epochs.
 
@@ -55,6 +56,8 @@ def make_loader(
     (:class:`~crackcascade.data.sampling.ReplaySampler`), so an interrupted run resumes exactly;
     ``stream`` tells apart loaders that share the seed. With ``on_error="skip"`` a sample whose
     file cannot be decoded is left out of its batch and listed under ``batch["skipped"]``.
+    ``prefetch_factor`` (batches each worker loads ahead; None keeps torch's default of 2) only
+    applies with workers, so it is dropped for ``workers=0`` instead of failing.
     """
     skip = on_error == "skip"
     if shuffle or skip:
@@ -67,6 +70,7 @@ def make_loader(
         collate_fn=SkipCollate(collate) if skip else collate,
         pin_memory=pin_memory,
         persistent_workers=workers > 0,
+        prefetch_factor=prefetch_factor if workers > 0 else None,
     )
 
 
@@ -79,8 +83,12 @@ def warn_bad_files(root: Path, bad: BadFiles) -> None:
         rank_zero_warn(f"data.root '{root}': ignored {len(bad.ignored)} non-image files: {bad.ignored[0]}{more}")
 
 
-def check_loader_options(image_size: int, num_workers: int, **batch_sizes: int) -> None:
-    """Fail with one line naming the option if an image size, worker count or batch size cannot work."""
+def check_loader_options(
+    image_size: int, num_workers: int, *, prefetch_factor: int | None = None, **batch_sizes: int
+) -> None:
+    """Fail with one line naming the option if an image size, worker count, prefetch or batch size cannot work."""
+    if prefetch_factor is not None and prefetch_factor < 1:
+        raise ConfigError(f"data.prefetch_factor must be >= 1 or null, got {prefetch_factor}")
     for name, value in batch_sizes.items():
         if value < 1:
             raise ConfigError(f"data.{name} must be >= 1, got {value}")
@@ -145,6 +153,12 @@ class PhiNetDataModule(pl.LightningDataModule):
             images and count them: those found at set-up (empty, not an image, too large, a
             symlink out of the root, missing from a manifest) are reported once, those found
             when decoding (truncated) at the end of each epoch. Bad labels always raise.
+        prefetch_factor: Batches each worker loads ahead (None: torch's default, 2); used only
+            with ``num_workers`` > 0.
+        jpeg_draft: Decode JPEGs at least twice ``image_size`` at 1/2, 1/4 or 1/8 scale (no
+            smaller than ``image_size``; libjpeg's DCT-domain scaling, several times faster than a
+            full decode). The pixels then differ a little from a full decode resized (the README's
+            input-pipeline table measures how much); False always decodes at full size.
     """
 
     def __init__(
@@ -163,9 +177,17 @@ class PhiNetDataModule(pl.LightningDataModule):
         predict_root: str | None = None,
         pin_memory: bool | None = None,
         on_error: OnError = "raise",
+        prefetch_factor: int | None = None,
+        jpeg_draft: bool = True,
     ) -> None:
         super().__init__()
-        check_loader_options(image_size, num_workers, batch_size=batch_size, eval_batch_size=eval_batch_size or 1)
+        check_loader_options(
+            image_size,
+            num_workers,
+            prefetch_factor=prefetch_factor,
+            batch_size=batch_size,
+            eval_batch_size=eval_batch_size or 1,
+        )
         check_fractions(val_fraction=val_fraction)
         BadFiles(on_error)  # validates the option
         try:
@@ -189,6 +211,9 @@ class PhiNetDataModule(pl.LightningDataModule):
         self.predict_root = predict_root
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.on_error = on_error
+        self.prefetch_factor = prefetch_factor
+        # Side below which no JPEG is decoded, when draft decoding is on (the transform resizes to it).
+        self.decode_size: int | None = image_size if jpeg_draft else None
         self._index: Index | None = None
         self._tasks: tuple[str, ...] | None = self._requested_tasks
         self.datasets: dict[str, dict[str, Dataset[Sample]]] = {}
@@ -233,11 +258,14 @@ class PhiNetDataModule(pl.LightningDataModule):
                 where = "test.csv" if MANIFEST_KEY in index["train"] else "X_test.npy or test/ folders"
                 raise DataError(f"data.root '{self.root}': no {split} split found (expected {where})")
             transform = classification_transform(self.image_size, train=split == "train", augment=self.augment)
-            self.datasets[split] = {key: _dataset(entry, transform) for key, entry in index[split].items()}
+            self.datasets[split] = {
+                key: _dataset(entry, transform, self.decode_size) for key, entry in index[split].items()
+            }
 
     def _predict_dataset(self) -> Dataset[Sample]:
         paths = predict_photos(self.predict_root)
-        return ImageFileDataset(paths, transform=classification_transform(self.image_size, train=False))
+        transform = classification_transform(self.image_size, train=False)
+        return ImageFileDataset(paths, transform=transform, min_size=self.decode_size)
 
     def train_dataloader(self) -> CombinedLoader:
         """One shuffled loader per task, combined so that each step holds every task."""
@@ -247,7 +275,15 @@ class PhiNetDataModule(pl.LightningDataModule):
         loaders = {
             # One seed stream per task, so a task's order does not depend on which others are loaded.
             key: make_loader(
-                ds, per_loader_batch, True, per_loader_workers, self.pin_memory, None, self.on_error, _stream(key)
+                ds,
+                per_loader_batch,
+                True,
+                per_loader_workers,
+                self.pin_memory,
+                None,
+                self.on_error,
+                _stream(key),
+                prefetch_factor=self.prefetch_factor,
             )
             for key, ds in sets.items()
         }
@@ -255,7 +291,16 @@ class PhiNetDataModule(pl.LightningDataModule):
 
     def _eval_loader(self, split: str) -> DataLoader:
         dataset: Dataset[Sample] = ConcatDataset(list(self.datasets[split].values()))
-        return make_loader(dataset, self.eval_batch_size, False, self.num_workers, self.pin_memory, None, self.on_error)
+        return make_loader(
+            dataset,
+            self.eval_batch_size,
+            False,
+            self.num_workers,
+            self.pin_memory,
+            None,
+            self.on_error,
+            prefetch_factor=self.prefetch_factor,
+        )
 
     def val_dataloader(self) -> DataLoader | list[DataLoader]:
         """All tasks' validation images in one loader; metrics split them by label.
@@ -277,10 +322,10 @@ def _stream(key: str) -> int:
     return TASK_NAMES.index(key) if key in TASK_NAMES else len(TASK_NAMES)
 
 
-def _dataset(entry: Entry, transform: Any) -> Dataset[Sample]:
+def _dataset(entry: Entry, transform: Any, min_size: int | None) -> Dataset[Sample]:
     if entry.x_path is not None:
         return ArrayTaskDataset(entry.x_path, entry.labels, entry.column, entry.rows, transform)
-    return ImageFileDataset(entry.paths, entry.labels, transform)
+    return ImageFileDataset(entry.paths, entry.labels, transform, min_size=min_size)
 
 
 class SyntheticPhiNetDataModule(PhiNetDataModule):
@@ -403,6 +448,8 @@ class CrackMaskDataModule(pl.LightningDataModule):
         on_error: ``raise`` at the first bad image, mask or annotation, or ``skip`` and count them.
         predict_root: Folder of photos for ``predict`` (searched recursively).
         pin_memory: Pin host memory for faster GPU transfer; None pins when CUDA is available.
+        prefetch_factor: Batches each worker loads ahead (None: torch's default, 2); used only
+            with ``num_workers`` > 0.
     """
 
     def __init__(
@@ -423,9 +470,16 @@ class CrackMaskDataModule(pl.LightningDataModule):
         on_error: OnError = "raise",
         predict_root: str | None = None,
         pin_memory: bool | None = None,
+        prefetch_factor: int | None = None,
     ) -> None:
         super().__init__()
-        check_loader_options(image_size, num_workers, batch_size=batch_size, eval_batch_size=eval_batch_size)
+        check_loader_options(
+            image_size,
+            num_workers,
+            prefetch_factor=prefetch_factor,
+            batch_size=batch_size,
+            eval_batch_size=eval_batch_size,
+        )
         check_fractions(val_fraction=val_fraction, test_fraction=test_fraction)
         low, high = scale_range
         if not 0.0 < low <= high:
@@ -456,6 +510,7 @@ class CrackMaskDataModule(pl.LightningDataModule):
         self.on_error = on_error
         self.predict_root = predict_root
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        self.prefetch_factor = prefetch_factor
         self.eval_scales: list[str] = list(self.scales)
         self._index: dict[str, dict[str, list[MaskRecord]]] | None = None
         self.datasets: dict[str, list[Dataset[Sample]]] = {}
@@ -547,7 +602,16 @@ class CrackMaskDataModule(pl.LightningDataModule):
         return PhotoDataset(predict_photos(self.predict_root))
 
     def _loader(self, dataset: Dataset[Sample], batch_size: int, shuffle: bool, collate: Any) -> DataLoader:
-        return make_loader(dataset, batch_size, shuffle, self.num_workers, self.pin_memory, collate, self.on_error)
+        return make_loader(
+            dataset,
+            batch_size,
+            shuffle,
+            self.num_workers,
+            self.pin_memory,
+            collate,
+            self.on_error,
+            prefetch_factor=self.prefetch_factor,
+        )
 
     def train_dataloader(self) -> DataLoader:
         """One shuffled loader over the training images of every chosen scale."""
@@ -637,13 +701,13 @@ CONCRETE_CRACK_FOLDERS: tuple[tuple[str, bool], ...] = (("Positive", True), ("Ne
 class _ConcreteCrackDataset(ImageFileDataset):
     """:class:`ImageFileDataset` whose samples also carry ``"crack"`` (1 or 0) for cross-dataset metrics."""
 
-    def __init__(self, paths: Sequence[Path], cracks: Sequence[bool], transform: Any) -> None:
+    def __init__(self, paths: Sequence[Path], cracks: Sequence[bool], transform: Any, min_size: int | None) -> None:
         damage_state = get_task("damage_state")
         labels = np.full((len(paths), len(TASK_NAMES)), IGNORE_INDEX, dtype=np.int64)
         labels[:, task_index(damage_state.name)] = [
             damage_state.class_index("damaged" if crack else "undamaged") for crack in cracks
         ]
-        super().__init__(paths, labels, transform)
+        super().__init__(paths, labels, transform, min_size)
         self.cracks = [int(crack) for crack in cracks]
 
     def __getitem__(self, index: int) -> Sample:
@@ -680,6 +744,12 @@ class ConcreteCrackDataModule(pl.LightningDataModule):
         pin_memory: Pin host memory for faster GPU transfer; None pins when CUDA is available.
         on_error: ``raise`` at the first bad image (one line naming it), or ``skip`` bad images and
             count them (at set-up, and at the end of each epoch for those found when decoding).
+        prefetch_factor: Batches each worker loads ahead (None: torch's default, 2); used only
+            with ``num_workers`` > 0.
+        jpeg_draft: Decode JPEGs at least twice ``image_size`` at 1/2, 1/4 or 1/8 scale (no
+            smaller than ``image_size``; libjpeg's DCT-domain scaling, several times faster than a
+            full decode). The pixels then differ a little from a full decode resized (the README's
+            input-pipeline table measures how much); False always decodes at full size.
     """
 
     def __init__(
@@ -696,9 +766,17 @@ class ConcreteCrackDataModule(pl.LightningDataModule):
         predict_root: str | None = None,
         pin_memory: bool | None = None,
         on_error: OnError = "raise",
+        prefetch_factor: int | None = None,
+        jpeg_draft: bool = True,
     ) -> None:
         super().__init__()
-        check_loader_options(image_size, num_workers, batch_size=batch_size, eval_batch_size=eval_batch_size or 1)
+        check_loader_options(
+            image_size,
+            num_workers,
+            prefetch_factor=prefetch_factor,
+            batch_size=batch_size,
+            eval_batch_size=eval_batch_size or 1,
+        )
         check_fractions(val_fraction=val_fraction, test_fraction=test_fraction)
         BadFiles(on_error)  # validates the option
         self.save_hyperparameters()
@@ -714,6 +792,9 @@ class ConcreteCrackDataModule(pl.LightningDataModule):
         self.predict_root = predict_root
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.on_error = on_error
+        self.prefetch_factor = prefetch_factor
+        # Side below which no JPEG is decoded, when draft decoding is on (the transform resizes to it).
+        self.decode_size: int | None = image_size if jpeg_draft else None
         self._splits: dict[str, tuple[list[Path], list[bool]]] | None = None
         self.datasets: dict[str, Dataset[Sample]] = {}
 
@@ -774,7 +855,9 @@ class ConcreteCrackDataModule(pl.LightningDataModule):
         """Build the datasets a stage needs (``fit``, ``validate``, ``test`` or ``predict``)."""
         if stage == "predict":
             paths = predict_photos(self.predict_root)
-            self.datasets["predict"] = ImageFileDataset(paths, transform=self._transform(train=False))
+            self.datasets["predict"] = ImageFileDataset(
+                paths, transform=self._transform(train=False), min_size=self.decode_size
+            )
             return
         splits = self.splits()
         needed = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}[stage]
@@ -787,14 +870,22 @@ class ConcreteCrackDataModule(pl.LightningDataModule):
                 # Carving always leaves training images, so only a held-out split can be empty here.
                 hint = f"set data.{split}_fraction > 0 (each class needs 2+ images)"
                 raise DataError(f"data.root '{self.root}': no {split} images; {hint}")
-            self.datasets[split] = _ConcreteCrackDataset(paths, cracks, self._transform(train=split == "train"))
+            transform = self._transform(train=split == "train")
+            self.datasets[split] = _ConcreteCrackDataset(paths, cracks, transform, self.decode_size)
 
     def _transform(self, train: bool) -> Any:
         return classification_transform(self.image_size, train=train, augment=self.augment)
 
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
         return make_loader(
-            self.datasets[split], batch_size, shuffle, self.num_workers, self.pin_memory, None, self.on_error
+            self.datasets[split],
+            batch_size,
+            shuffle,
+            self.num_workers,
+            self.pin_memory,
+            None,
+            self.on_error,
+            prefetch_factor=self.prefetch_factor,
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -87,6 +87,8 @@ class ImageFileDataset(Dataset[Sample]):
         paths: Image files.
         labels: ``(N, len(TASK_NAMES))`` label matrix, ``-1`` where unknown; None for unlabelled.
         transform: Applied to each decoded ``uint8`` ``(3, H, W)`` image.
+        min_size: Side the transform resizes to, if it only ever shrinks: large JPEGs are then
+            decoded at a reduced scale no smaller than it (see :func:`~crackcascade.data.io.read_image`).
     """
 
     def __init__(
@@ -94,6 +96,7 @@ class ImageFileDataset(Dataset[Sample]):
         paths: Sequence[Path],
         labels: np.ndarray | None = None,
         transform: Transform | None = None,
+        min_size: int | None = None,
     ) -> None:
         self.paths = [Path(p) for p in paths]
         if labels is None:
@@ -102,12 +105,13 @@ class ImageFileDataset(Dataset[Sample]):
         if self.labels.shape != (len(self.paths), len(TASK_NAMES)):
             raise ValueError(f"labels must have shape ({len(self.paths)}, {len(TASK_NAMES)})")
         self.transform = transform
+        self.min_size = min_size
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> Sample:
-        image = read_image(self.paths[index])
+        image = read_image(self.paths[index], self.min_size)
         if self.transform is not None:
             image = self.transform(image)
         return {"image": image, "labels": self.labels[index].clone(), "path": str(self.paths[index])}

@@ -13,10 +13,12 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_only
 from torch import Tensor, nn
-from torchmetrics.classification import BinaryConfusionMatrix, MulticlassConfusionMatrix
+from torchmetrics import Metric
+from torchmetrics.classification import BinaryConfusionMatrix
 
 from crackcascade.data.sampling import has_samples
 from crackcascade.errors import ConfigError
+from crackcascade.hardware import CompileMode
 from crackcascade.labels import CRACK_DAMAGE_TYPES, IGNORE_INDEX, get_task, resolve_tasks, task_index
 from crackcascade.models.optim import configure_optimizer
 from crackcascade.models.weights import load_weights
@@ -132,6 +134,42 @@ def scores_from_confusion(matrix: Tensor) -> tuple[Tensor, Tensor]:
     return accuracy.float(), f1[present].mean().float() if present.any() else f1.new_zeros(()).float()
 
 
+class ConfusionCounts(Metric):
+    """Confusion matrix of one task (rows truth, columns prediction), counted without a host-device sync.
+
+    torchmetrics' ``MulticlassConfusionMatrix`` drops ignored labels by boolean indexing and
+    counts with ``bincount``; both need tensor sizes on the host, so on a GPU every update waits
+    for the device, eight times per training step with eight heads. Here each image is compared
+    with every cell index ``truth * C + prediction`` and the matches of valid labels are summed:
+    fixed shapes, integer arithmetic (exact under autocast), nothing read back. Labels that are
+    unknown (``-1``) or out of range are not counted.
+
+    Args:
+        num_classes: Number of classes of the task.
+    """
+
+    full_state_update = False
+    is_differentiable = False
+    confmat: Tensor
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.add_state("confmat", torch.zeros(num_classes, num_classes, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, preds: Tensor, target: Tensor) -> None:
+        """Add a batch of predicted class indices ``(B,)`` and labels ``(B,)``."""
+        n = self.num_classes
+        valid = (target >= 0) & (target < n)
+        index = target.clamp(0, n - 1) * n + preds.clamp(0, n - 1)
+        cells = torch.arange(n * n, device=index.device)
+        self.confmat += ((index.unsqueeze(1) == cells) & valid.unsqueeze(1)).sum(0).view(n, n)
+
+    def compute(self) -> Tensor:
+        """The ``(C, C)`` matrix, summed over processes."""
+        return self.confmat
+
+
 class MultiTaskClassifier(pl.LightningModule):
     """Shared timm backbone with one classification head per Phi-Net task (Bai et al., 2020).
 
@@ -154,6 +192,15 @@ class MultiTaskClassifier(pl.LightningModule):
         dropout: Dropout before each head.
         freeze_backbone_epochs: Train only the heads for this many epochs (backbone frozen, its
             batch-norm statistics too), then everything.
+        channels_last: Run the backbone in channels-last memory layout (NHWC). cuDNN's tensor-core
+            convolutions and oneDNN's CPU convolutions work in it, so they skip layout conversions;
+            the gain is largest with ``--trainer.precision bf16-mixed`` (see the README's
+            Performance section). The weights are the same; only their memory order changes.
+        compile: Compile the backbone with ``torch.compile`` (in place, so checkpoints keep plain
+            state-dict keys). The first steps are slow while it compiles, so it pays off on long
+            runs; inputs of a new shape compile again. Needs a C++ compiler on CPU.
+        compile_mode: ``torch.compile`` mode: ``default``, ``reduce-overhead`` (CUDA graphs),
+            ``max-autotune`` or ``max-autotune-no-cudagraphs``.
     """
 
     mean: Tensor
@@ -174,6 +221,9 @@ class MultiTaskClassifier(pl.LightningModule):
         label_smoothing: float = 0.0,
         dropout: float = 0.0,
         freeze_backbone_epochs: int = 0,
+        channels_last: bool = True,
+        compile: bool = False,
+        compile_mode: CompileMode = "default",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -196,6 +246,13 @@ class MultiTaskClassifier(pl.LightningModule):
             classifier = net.pretrained_cfg.get("classifier", "fc")
             classifiers = classifier if isinstance(classifier, (list, tuple)) else [classifier]
             load_weights(self.backbone, pretrained_weights, ignore_prefixes=[f"{c}." for c in classifiers])
+        if channels_last:
+            self.backbone.to(memory_format=torch.channels_last)
+        if compile:
+            # nn.Module.compile compiles in place (no OptimizedModule wrapper), so the state-dict
+            # keys stay "backbone.*" and checkpoints load with or without compile. It compiles lazily,
+            # at the first forward pass, on whatever device the module is on by then.
+            self.backbone.compile(mode=compile_mode)
         features = int(net.num_features)
         self.heads = nn.ModuleDict(
             {t: nn.Sequential(nn.Dropout(dropout), nn.Linear(features, get_task(t).num_classes)) for t in self.tasks}
@@ -206,12 +263,7 @@ class MultiTaskClassifier(pl.LightningModule):
         # Keyed "<stage>_cm": a ModuleDict key may not shadow nn.Module attributes such as "train".
         self.confusion = nn.ModuleDict(
             {
-                f"{stage}_cm": nn.ModuleDict(
-                    {
-                        t: MulticlassConfusionMatrix(get_task(t).num_classes, ignore_index=IGNORE_INDEX)
-                        for t in self.tasks
-                    }
-                )
+                f"{stage}_cm": nn.ModuleDict({t: ConfusionCounts(get_task(t).num_classes) for t in self.tasks})
                 for stage in STAGES
             }
         )
@@ -223,8 +275,8 @@ class MultiTaskClassifier(pl.LightningModule):
         self.last_metrics: dict[str, dict[str, float]] = {}
         self._data_tasks: set[str] = set(self.tasks)
 
-    def _confusion(self, stage: str, task: str) -> MulticlassConfusionMatrix:
-        return cast(MulticlassConfusionMatrix, self.confusion[f"{stage}_cm"][task])  # type: ignore[index]
+    def _confusion(self, stage: str, task: str) -> ConfusionCounts:
+        return cast(ConfusionCounts, self.confusion[f"{stage}_cm"][task])  # type: ignore[index]
 
     def _crack_confusion(self, stage: str) -> BinaryConfusionMatrix:
         assert self.crack_confusion is not None  # only called with a damage-type head
@@ -236,6 +288,9 @@ class MultiTaskClassifier(pl.LightningModule):
 
     def forward(self, images: Tensor) -> dict[str, Tensor]:
         """Return logits per task for ``(B, 3, H, W)`` images (``uint8`` or float 0-255)."""
+        if self.hparams["channels_last"]:
+            # On the uint8 input (a quarter of the float bytes); normalizing keeps the layout.
+            images = images.contiguous(memory_format=torch.channels_last)
         features = self.backbone(self.normalize(images))
         return {t: head(features) for t, head in self.heads.items()}
 
@@ -286,8 +341,12 @@ class MultiTaskClassifier(pl.LightningModule):
             check_finite_loss(self, loss, {f"{task} loss": value for task, value in per_task.items()}, batch)
         size = len(labels)
         self.log(f"{stage}_loss", loss, prog_bar=True, batch_size=size, sync_dist=stage != "train")
+        # Lightning keeps a training step's values only on the steps it writes to the loggers,
+        # and every log() call costs CPU time in every step; so the eight per-task losses are
+        # logged on those steps only (the total, shown in the progress bar, on every step).
+        per_task_logged = stage != "train" or self._writes_logs()
         for task, task_loss in per_task.items():
-            if task not in self._data_tasks:
+            if task not in self._data_tasks or not per_task_logged:
                 continue  # an unlabelled task's exact-zero loss would only dilute the curves
             self.log(f"{stage}_{task}_loss", task_loss, batch_size=size, sync_dist=stage != "train")
         for task, task_logits in logits.items():
@@ -296,6 +355,17 @@ class MultiTaskClassifier(pl.LightningModule):
             predicted = predicts_crack(logits[_DAMAGE_TYPE.name].detach())
             self._crack_confusion(stage).update(predicted.long(), torch.as_tensor(batch["crack"]).long())
         return loss
+
+    def _writes_logs(self) -> bool:
+        """Whether Lightning writes this training step's logged values to the loggers.
+
+        Lightning's rule: every ``log_every_n_steps`` optimizer steps (counted before this step's),
+        every step of a ``fast_dev_run``, and the step on which training is stopped.
+        """
+        trainer: Any = self.trainer  # log_every_n_steps and fast_dev_run are set at run time, untyped
+        every = trainer.log_every_n_steps
+        due = every > 0 and (trainer.global_step + 1) % every == 0
+        return due or bool(trainer.fast_dev_run) or trainer.should_stop
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor | None:
         """Masked multi-task cross-entropy on the concatenated task batches; stops at a NaN or infinite loss."""

@@ -19,6 +19,7 @@ from torchmetrics import MeanMetric, Metric
 
 from crackcascade.data.sampling import has_samples
 from crackcascade.errors import ConfigError, WeightsError
+from crackcascade.hardware import CompileMode
 from crackcascade.labels import CRACK, IGNORE_INDEX
 from crackcascade.measure import measure_cracks
 from crackcascade.models.optim import configure_optimizer
@@ -440,6 +441,12 @@ class CrackSegmenter(pl.LightningModule):
         channels_last: Run the U-Net in channels-last memory layout. oneDNN and cuDNN convolutions
             are faster in it, most with bf16/fp16 mixed precision (``--trainer.precision
             bf16-mixed``): 3.3x per training step on a CPU with AMX (see the README).
+        compile: Compile the U-Net with ``torch.compile`` (in place, so checkpoints keep plain
+            state-dict keys). The first steps are slow while it compiles; training crops have one
+            size, but evaluation and tiled prediction see others and compile again for them.
+            Needs a C++ compiler on CPU.
+        compile_mode: ``torch.compile`` mode: ``default``, ``reduce-overhead`` (CUDA graphs),
+            ``max-autotune`` or ``max-autotune-no-cudagraphs``.
         tta: Test-time augmentation: validation, test and predict average the probabilities of
             the photo and its three flips (4x the inference time). The loss stays unflipped.
         px_per_mm: Image scale of predicted photos, to measure cracks in mm too (None: pixels only).
@@ -469,6 +476,8 @@ class CrackSegmenter(pl.LightningModule):
         tile_overlap: int = 64,
         tile_batch_size: int = 4,
         channels_last: bool = True,
+        compile: bool = False,
+        compile_mode: CompileMode = "default",
         tta: bool = False,
         px_per_mm: float | None = None,
         min_crack_area: int = 10,
@@ -488,6 +497,9 @@ class CrackSegmenter(pl.LightningModule):
             load_encoder_weights(self.model.encoder, encoder_name, pretrained_weights)
         if channels_last:
             self.model.to(memory_format=torch.channels_last)
+        if compile:
+            # In place (no OptimizedModule wrapper): the state-dict keys stay "model.*".
+            self.model.compile(mode=compile_mode)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255, persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255, persistent=False)
         self.grid: tuple[float, ...] = tuple(sorted({*THRESHOLD_GRID, *([threshold] if threshold is not None else [])}))
