@@ -93,6 +93,20 @@ def test_scene_head_routes_to_the_scales_unet_and_shared_files_load_once(checkpo
     assert cascade.route({}) is None
 
 
+def test_models_trained_compiled_load_eager(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    classifier = _save(MultiTaskClassifier(backbone="test_resnet", compile=True), tmp_path / "cls.ckpt")
+    unet = _save(
+        CrackSegmenter(encoder_name="tu-test_resnet", tile_size=64, tile_overlap=16, compile=True),
+        tmp_path / "unet.ckpt",
+    )
+    cascade = CrackCascade(classifier=str(classifier), segmenter=str(unet))
+    # A compiled module keeps its compiled call; inference on photos of every size must not recompile.
+    assert cascade.classifier.backbone._compiled_call_impl is None
+    assert cascade.segmenter_for("pixel").model._compiled_call_impl is None
+    assert not cascade.classifier.hparams["compile"]
+
+
 def test_diagnose_resizes_to_the_classifier_size(checkpoints: dict[str, Path]) -> None:
     cascade = _cascade(checkpoints, classifier_size=48)
     seen: list[tuple[int, ...]] = []

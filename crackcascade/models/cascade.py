@@ -190,6 +190,8 @@ def _restore(cls: type[pl.LightningModule], path: str | Path, checkpoint: dict[s
     hparams = {k: v for k, v in checkpoint["hyper_parameters"].items() if not k.startswith("_")}
     # Weights come from the checkpoint; never fetch or read the pretrained ones again.
     hparams["pretrained_weights"] = None
+    # compile is a training speed-up: photos of every size would each compile again here.
+    hparams["compile"] = False
     if cls is MultiTaskClassifier:
         hparams["pretrained"] = False
     else:
