@@ -317,10 +317,12 @@ class MultiTaskClassifier(pl.LightningModule):
             metrics["f1"] = sum(metrics[f"{t}_f1"] for t in matrices) / len(matrices)
         metrics.update({f"crack_{name}": value for name, value in crack.items()})
         for name, value in metrics.items():
-            self.log(f"{stage}_{name}", value, prog_bar=name == "acc")
+            # Equal on every rank (from synced matrices): "max" over ranks keeps it exact and tells Lightning so.
+            self.log(f"{stage}_{name}", value, prog_bar=name == "acc", sync_dist=True, reduce_fx="max")
         self.last_metrics[stage] = metrics
         if stage != "train" and matrices and not self.trainer.sanity_checking:
-            self._save_confusion(stage, matrices)
+            # log_dir is a broadcast: every rank asks, rank zero writes.
+            self._save_confusion(stage, matrices, self.trainer.log_dir)
             if stage == "val":
                 per_task = " ".join(f"{t} {metrics[f'{t}_acc']:.3f}" for t in matrices)
                 rank_zero_info(f"epoch {self.current_epoch}: val_acc {metrics['acc']:.3f} ({per_task})")
@@ -339,8 +341,7 @@ class MultiTaskClassifier(pl.LightningModule):
         return binary_scores(matrix) if matrix.sum() > 0 else {}
 
     @rank_zero_only
-    def _save_confusion(self, stage: str, matrices: dict[str, Any]) -> None:
-        log_dir = self.trainer.log_dir
+    def _save_confusion(self, stage: str, matrices: dict[str, Any], log_dir: str | None) -> None:
         if log_dir is None:
             return
         path = Path(log_dir) / f"confusion_{stage}.json"

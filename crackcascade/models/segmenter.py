@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -391,6 +393,29 @@ def load_encoder_weights(encoder: nn.Module, encoder_name: str, path: str | Path
 # ---- the module ----------------------------------------------------------------------------
 
 
+def names_on_all_ranks(names: Sequence[str]) -> list[str]:
+    """The union of every DDP process's ``names``, in one order all processes agree on (rank 0's first).
+
+    Metrics created as their scale is first seen may exist on some processes only, or in another
+    order; syncing them one by one would pair different metrics' collectives. Every process
+    creates the missing ones (empty) and syncs them in this order. Without a process group, the
+    names as given.
+    """
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return list(names)
+    gathered: list[list[str] | None] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(gathered, list(names))
+    return list(dict.fromkeys(name for rank_names in gathered for name in rank_names or ()))
+
+
+@contextlib.contextmanager
+def unupdated_metrics_ok() -> Iterator[None]:
+    """Silence torchmetrics' warning for computing a metric this process never updated: it syncs all the same."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"The ``compute`` method of metric", category=UserWarning)
+        yield
+
+
 def attached_datamodule(module: pl.LightningModule) -> Any:
     """The data module of the trainer a module is attached to, or None (no trainer, or plain loaders)."""
     trainer = module._trainer
@@ -669,7 +694,9 @@ class CrackSegmenter(pl.LightningModule):
         loss = segmentation_loss(
             self(batch["image"]), batch["mask"], self.hparams["loss"], self.hparams["pos_weight"], IGNORE_INDEX
         )
-        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(batch["image"]))
+        size = len(batch["image"])
+        # Synced, so the epoch value is the mean over every process's crops (a scalar all-reduce per step).
+        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=size, sync_dist=True)
         return loss
 
     def _eval_step(self, batch: Batch, stage: str, dataloader_idx: int) -> None:
@@ -704,18 +731,23 @@ class CrackSegmenter(pl.LightningModule):
         # Every rank computes every scale's synced counts, so none waits on a skipped collective.
         counts: dict[str, dict[str, Tensor]] = {}
         losses: dict[str, float] = {}
-        for scale in self._scales[stage]:
-            key = self._key(stage, scale)
-            metric, loss = self._metric(key), self._mean(self.seg_losses, key)
-            scale_counts = {k: v.clone() for k, v in metric.counts().items()}
-            scale_loss = float(loss.compute())
-            metric.reset()
-            loss.reset()
-            if int(scale_counts["images"]) > 0:
-                counts[scale], losses[scale] = scale_counts, scale_loss
-        stage_losses = self._mean(self.stage_losses, stage)
-        stage_loss = float(stage_losses.compute()) if counts else 0.0
-        stage_losses.reset()
+        scales = names_on_all_ranks(self._scales[stage])
+        for scale in scales:
+            self._add_scale(stage, scale)  # a scale only other processes saw: empty here, summed in the sync
+        self._scales[stage] = scales
+        with unupdated_metrics_ok():
+            for scale in scales:
+                key = self._key(stage, scale)
+                metric, loss = self._metric(key), self._mean(self.seg_losses, key)
+                scale_counts = {k: v.clone() for k, v in metric.counts().items()}
+                scale_loss = float(loss.compute())
+                metric.reset()
+                loss.reset()
+                if int(scale_counts["images"]) > 0:
+                    counts[scale], losses[scale] = scale_counts, scale_loss
+            stage_losses = self._mean(self.stage_losses, stage)
+            stage_loss = float(stage_losses.compute()) if counts else 0.0
+            stage_losses.reset()
         if not counts:
             return
         grid = torch.tensor(self.grid, dtype=torch.float32, device=self.threshold.device)
@@ -741,7 +773,15 @@ class CrackSegmenter(pl.LightningModule):
         if len(self.classes) == 1:
             metrics["threshold"] = metrics[f"{self.classes[0]}_threshold"]
         for name, value in metrics.items():
-            self.log(f"{stage}_{name}", value, prog_bar=name in ("f1", "loss"), add_dataloader_idx=False)
+            # Equal on every rank (from synced counts): "max" over ranks keeps it exact and tells Lightning so.
+            self.log(
+                f"{stage}_{name}",
+                value,
+                prog_bar=name in ("f1", "loss"),
+                add_dataloader_idx=False,
+                sync_dist=True,
+                reduce_fx="max",
+            )
         if self.trainer.sanity_checking:
             return  # scores of an untrained model must not end up in the end-of-fit table
         self.last_metrics[stage] = {"rows": rows, "mean": {s: metrics[s] for s in ("f1", "iou", "f1_tol")}}
