@@ -25,6 +25,7 @@ from crackcascade.measure import measure_cracks
 from crackcascade.models.optim import configure_optimizer
 from crackcascade.models.weights import KNOWN_PREFIXES, load_weights, read_state_dict
 from crackcascade.tiling import PAD_MULTIPLE, pad_to_multiple, predict_tiled
+from crackcascade.tracking import log_mask_previews, previews_wanted, shrink
 
 Batch = dict[str, Any]
 EVAL_STAGES: tuple[str, ...] = ("val", "test")
@@ -472,6 +473,8 @@ class CrackSegmenter(pl.LightningModule):
     mean: Tensor
     std: Tensor
     threshold: Tensor
+    preview_images: int = 4
+    """Validation photos per scale shown with true and predicted masks when logging to W&B."""
 
     def __init__(
         self,
@@ -522,6 +525,8 @@ class CrackSegmenter(pl.LightningModule):
         self.stage_losses = nn.ModuleDict({stage: MeanMetric() for stage in EVAL_STAGES})
         self._scales: dict[str, list[str]] = {stage: [] for stage in EVAL_STAGES}
         self.last_metrics: dict[str, dict[str, Any]] = {}
+        # W&B validation previews (rank zero only): scale -> [(image, mask, probabilities, path)]; None when off.
+        self._previews: dict[str, list[tuple[Tensor, Tensor, Tensor, str]]] | None = None
 
     def _check_options(self) -> None:
         hp = self.hparams
@@ -718,6 +723,38 @@ class CrackSegmenter(pl.LightningModule):
             self._mean(self.seg_losses, key).update(loss.detach(), count)
             self._mean(self.stage_losses, stage).update(loss.detach(), count)
             self._metric(key).update(probabilities[rows], mask[rows])
+        if stage == "val" and self._previews is not None:
+            self._collect_previews(self._previews, batch, probabilities, scales)
+
+    def _collect_previews(
+        self,
+        previews: dict[str, list[tuple[Tensor, Tensor, Tensor, str]]],
+        batch: Batch,
+        probabilities: Tensor,
+        scales: list[str],
+    ) -> None:
+        """Keep the first :attr:`preview_images` validation photos of each scale, cropped and scaled down.
+
+        Validation loaders are not shuffled, so the same photos are shown every epoch; their
+        predicted masks are drawn at epoch end, with the thresholds chosen on that epoch.
+        """
+        mask = batch["mask"]
+        for i, scale in enumerate(scales):
+            kept = previews.setdefault(scale, [])
+            if len(kept) >= self.preview_images:
+                continue
+            valid = mask[i] != IGNORE_INDEX
+            if not bool(valid.any()):
+                continue
+            # Eval batches are padded bottom/right to a common size; show the photo only.
+            height = int(valid.any(1).nonzero().max()) + 1
+            width = int(valid.any(0).nonzero().max()) + 1
+            image, truth, probs = shrink(
+                batch["image"][i, :, :height, :width].to(torch.uint8),
+                mask[i, :height, :width],
+                probabilities[i, :, :height, :width].half(),
+            )
+            kept.append((image, truth, probs, str(batch["path"][i])))
 
     def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         """Loss and threshold-grid counts per scale."""
@@ -792,9 +829,21 @@ class CrackSegmenter(pl.LightningModule):
                 f"(thresholds {thresholds})"
             )
 
+    def on_validation_epoch_start(self) -> None:
+        """Start collecting W&B previews when a W&B logger is attached (rank zero, outside the sanity check)."""
+        self._previews = {} if previews_wanted(self._trainer) else None
+
     def on_validation_epoch_end(self) -> None:
-        """Choose the thresholds (unless fixed) and log the scores per scale and class."""
+        """Choose the thresholds (unless fixed) and log the scores per scale and class.
+
+        With a W&B logger, the first :attr:`preview_images` photos of each scale are logged as
+        ``val_preview_<scale>``: photo, true mask and predicted mask (at the thresholds just chosen).
+        """
         self._epoch_end("val")
+        for scale, kept in (self._previews or {}).items():
+            shown = [(image, truth, self.class_map(probs), Path(path).name) for image, truth, probs, path in kept]
+            log_mask_previews(self.trainer, f"val_preview_{scale}", shown, self.classes, IGNORE_INDEX)
+        self._previews = None
         if self.trainer.state.fn == TrainerFn.VALIDATING:  # a fit prints its last one at the end
             self.print_summary("val")
 
