@@ -121,8 +121,10 @@ def test_a_sweep_trial_runs_offline_and_its_values_reach_model_data_and_wandb(
     # The agent runs trials from the folder it was started in (the repository root): the same configs here.
     shutil.copytree(ROOT / "configs", tmp_path / "configs")
     env.pop("WANDB_SERVICE", None)  # a wandb service of this test process is not the trial's
+    home = str(tmp_path / "wandb_home")  # wandb's caches and artifact staging, off the user's home
     env = {
         **env,
+        **dict.fromkeys(("WANDB_DATA_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_ARTIFACT_DIR"), home),
         "WANDB_MODE": "offline",
         "WANDB_SILENT": "true",
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
