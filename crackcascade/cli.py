@@ -9,14 +9,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytorch_lightning as pl
+import yaml
 from pytorch_lightning.callbacks import ModelCheckpoint
-from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 import crackcascade
 from crackcascade.checkpoints import TRUST_ENV, load_checkpoint, trusted
 from crackcascade.errors import ConfigError, StoppedError, find_error, one_line
 from crackcascade.reliability import RunGuard, checkpoint_dir, preflight
+from crackcascade.tracking import push_config, wandb_loggers
 from crackcascade.visualize import PredictionWriter
 
 USAGE_EXTRA = """\
@@ -60,6 +62,27 @@ def latest_checkpoint(trainer: pl.Trainer) -> Path | None:
     if not candidates:
         return None
     return max(candidates, key=lambda p: (p.stat().st_mtime, str(p)))
+
+
+class LoggerSaveConfigCallback(SaveConfigCallback):
+    """Write ``config.yaml`` to the log folder as Lightning does, and push the same config to W&B runs.
+
+    The resolved config (every default filled in, as ``--print_config`` shows it) goes into each
+    W&B run's config on rank zero, so a run on the W&B site says exactly how it was made. A first
+    logger without a folder (``WandbLogger`` without ``save_dir``) gets no ``config.yaml``; its
+    run still holds the config.
+    """
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Save the config once per run (every rank calls this: ``trainer.log_dir`` is a broadcast)."""
+        if self.save_to_log_dir and not self.already_saved and trainer.log_dir is None:
+            self.save_to_log_dir = False
+        super().setup(trainer, pl_module, stage)
+
+    def save_config(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Push the resolved config to the W&B runs (Lightning calls this on rank zero only)."""
+        if wandb_loggers(trainer):
+            push_config(trainer, yaml.safe_load(self.parser.dump(self.config, skip_none=False)))
 
 
 class CrackcascadeCLI(LightningCLI):
@@ -228,6 +251,7 @@ def main(args: Sequence[str] | None = None) -> int:
             datamodule_class=pl.LightningDataModule,
             subclass_mode_model=True,
             subclass_mode_data=True,
+            save_config_callback=LoggerSaveConfigCallback,
             save_config_kwargs={"overwrite": True},
             seed_everything_default=0,
             auto_configure_optimizers=False,

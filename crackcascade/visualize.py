@@ -10,9 +10,11 @@ from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
+import torch.distributed as dist
 from PIL import Image
 from pytorch_lightning.callbacks import BasePredictionWriter
 from pytorch_lightning.utilities import rank_zero_info
+from torch.utils.data import ConcatDataset
 
 from crackcascade.report import describe, overlay, overlay_thumbnail, write_report
 
@@ -33,8 +35,11 @@ class PredictionWriter(BasePredictionWriter):
     ``report.html``, a self-contained page (summary, per-scale figures, gallery linking to the
     overlays) that opens in any browser.
 
-    Under DDP each rank writes its own ``predictions.rank<k>.*`` files (and report), so no rank
-    waits on another and nothing is written twice.
+    Under DDP each process predicts its share of the photos (Lightning gives each photo to one
+    process) and writes their masks and overlays itself, under names fixed in advance from the
+    whole photo list, so no two processes pick the same name. At the end the records and
+    thumbnails are gathered on rank zero, which alone writes ``predictions.json``, ``.csv`` and
+    ``report.html``, in photo order: the files are the same as from one process.
 
     Args:
         output_dir: Folder for the files; defaults to ``<log dir>/predictions``.
@@ -44,19 +49,30 @@ class PredictionWriter(BasePredictionWriter):
         super().__init__(write_interval="batch_and_epoch")
         self.output_dir = output_dir
         self._names: set[str] = set()
+        self._planned: dict[str, str] | None = None
+        self._output: Path | None = None
         self._thumbnails: dict[str, np.ndarray] = {}
         self._overlays: dict[str, str] = {}
 
-    def _folder(self, trainer: pl.Trainer) -> Path:
+    def _resolve_folder(self, trainer: pl.Trainer) -> Path:
         if self.output_dir is not None:
             return Path(self.output_dir)
         return Path(trainer.log_dir or trainer.default_root_dir) / "predictions"
 
+    def _folder(self, trainer: pl.Trainer) -> Path:
+        return self._output if self._output is not None else self._resolve_folder(trainer)
+
     def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Start a fresh set of output names for this run."""
+        """Start a fresh set of output names for this run and fix the output folder."""
         self._names = set()
         self._thumbnails = {}
         self._overlays = {}
+        # trainer.log_dir is a broadcast: every process asks once, here, never per batch (their
+        # batch counts may differ by one).
+        self._output = self._resolve_folder(trainer)
+        # Named in photo order, as one process names them while it goes; every process plans the same names.
+        paths = _dataset_paths(trainer.predict_dataloaders)
+        self._planned = None if paths is None else {path: self._unique_name(path) for path in paths}
 
     def write_on_batch_end(
         self,
@@ -74,7 +90,7 @@ class PredictionWriter(BasePredictionWriter):
             mask = np.asarray(record["mask"], dtype=np.uint8) if "mask" in record else None
             if mask is not None:
                 folder = self._folder(trainer)
-                name = self._write_mask(folder / "masks", record)
+                name = self._write_mask(folder / "masks", record, trainer.global_rank)
                 if image is not None:
                     self._write_overlay(folder / "overlays" / f"{name}.png", record, np.asarray(image), mask)
             if "segmented" in record:
@@ -90,13 +106,20 @@ class PredictionWriter(BasePredictionWriter):
         self._names.add(name)
         return name
 
-    def _write_mask(self, folder: Path, record: dict[str, Any]) -> str:
+    def _name(self, path: str, rank: int) -> str:
+        if self._planned is not None and path in self._planned:
+            return self._planned[path]
+        # No photo list to plan from: names are unique per process, so other processes' names carry their rank.
+        name = self._unique_name(path)
+        return name if rank == 0 else f"{name}_rank{rank}"
+
+    def _write_mask(self, folder: Path, record: dict[str, Any], rank: int = 0) -> str:
         folder.mkdir(parents=True, exist_ok=True)
         mask = np.asarray(record.pop("mask"), dtype=np.uint8)
         record.pop("probabilities", None)
         classes = list(record.get("classes", ["crack"]))
         pixels = (mask * 255 if len(classes) == 1 else mask).astype(np.uint8)
-        name = self._unique_name(record["path"])
+        name = self._name(record["path"], rank)
         mask_path = folder / f"{name}.png"
         Image.fromarray(pixels).save(mask_path)
         record["mask_path"] = str(mask_path)
@@ -118,24 +141,65 @@ class PredictionWriter(BasePredictionWriter):
         predictions: Sequence[Any],
         batch_indices: Sequence[Any],
     ) -> None:
-        """Write all records of the run as JSON and CSV."""
+        """Gather all records of the run on rank zero and write them as JSON and CSV (and the report)."""
         records = [record for batch in predictions for record in batch]
+        # Lightning's batch indices are per dataloader, then per batch: the photos' places in the dataset.
+        loaders = list(batch_indices or ())
+        indices = [int(i) for batch in (loaders[0] if len(loaders) == 1 else ()) for i in batch]
+        if len(indices) != len(records):
+            indices = list(range(len(records)))  # photo order is then this process's order
+        shares = _gather_on_zero(trainer, (indices, records, self._overlays, self._thumbnails))
+        if shares is None:
+            return  # not rank zero: rank zero writes
+        ordered = sorted(
+            (index, rank, record)
+            for rank, (rank_indices, rank_records, _, _) in enumerate(shares)
+            for index, record in zip(rank_indices, rank_records, strict=True)
+        )
+        records = [record for _, _, record in ordered]
+        overlays = {path: file for share in shares for path, file in share[2].items()}
+        thumbnails = {path: image for share in shares for path, image in share[3].items()}
         folder = self._folder(trainer)
         folder.mkdir(parents=True, exist_ok=True)
-        suffix = f".rank{trainer.global_rank}" if trainer.world_size > 1 else ""
-        json_path = folder / f"predictions{suffix}.json"
+        json_path = folder / "predictions.json"
         json_path.write_text(json.dumps(records, indent=1))
-        write_records_csv(records, folder / f"predictions{suffix}.csv")
+        write_records_csv(records, folder / "predictions.csv")
         rank_zero_info(f"wrote {len(records)} predictions to {json_path} and {json_path.with_suffix('.csv')}")
         if any("summary" in r for r in records):
             report = write_report(
-                folder / f"report{suffix}.html",
+                folder / "report.html",
                 records,
                 title=f"crackcascade: {len(records)} photos",
-                overlays=self._overlays,
-                thumbnails=self._thumbnails,
+                overlays=overlays,
+                thumbnails=thumbnails,
             )
             rank_zero_info(f"wrote the report {report}")
+
+
+def _dataset_paths(dataloaders: Any) -> list[str] | None:
+    """The photo paths of the (single) predict loader's dataset in order, or None if it does not list them."""
+    if isinstance(dataloaders, (list, tuple)):
+        if len(dataloaders) != 1:
+            return None
+        dataloaders = dataloaders[0]
+    dataset = getattr(dataloaders, "dataset", None)
+    parts = dataset.datasets if isinstance(dataset, ConcatDataset) else [dataset]
+    paths: list[str] = []
+    for part in parts:
+        found = getattr(part, "paths", None)
+        if found is None:
+            return None
+        paths.extend(str(p) for p in found)
+    return paths
+
+
+def _gather_on_zero(trainer: pl.Trainer, share: Any) -> list[Any] | None:
+    """Every process's ``share`` on rank zero (in rank order), None on the others; ``[share]`` on one process."""
+    if trainer.world_size == 1 or not (dist.is_available() and dist.is_initialized()):
+        return [share]
+    shares: list[Any] | None = [None] * trainer.world_size if trainer.global_rank == 0 else None
+    dist.gather_object(share, shares, dst=0)
+    return shares
 
 
 def write_records_csv(records: Sequence[dict[str, Any]], path: Path) -> None:

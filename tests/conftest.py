@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -46,6 +49,19 @@ def crack_roots(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         write_crack_masks(root, format=fmt, scales=("pixel", "object"), n_train=8, n_test=3, size=80, seed=3)
         roots[fmt] = root
     return roots
+
+
+def wandb_inspect(run: Path, *, records: bool = False) -> Any:
+    """An offline W&B run folder read back with wandb's own reader (``wandb leet inspect --json``).
+
+    wandb 0.31 keeps an offline run's config and summary only in its ``run-<id>.wandb`` log
+    (``files/`` holds the media). Returns the run's state, config, tags and summary, or with
+    ``records`` every record of the log.
+    """
+    command = [str(Path(sys.executable).parent / "wandb"), "leet", "inspect", "--json", str(run)]
+    done = subprocess.run(command + ([] if records else ["--summary"]), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return [json.loads(line) for line in done.stdout.splitlines()] if records else json.loads(done.stdout)
 
 
 # ----------------------------------------------------------------------------- headless Chromium

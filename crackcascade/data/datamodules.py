@@ -14,8 +14,9 @@ from typing import Any, Literal
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from pytorch_lightning.utilities import CombinedLoader, rank_zero_warn
-from torch.utils.data import ConcatDataset, DataLoader, Dataset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler
 
 from crackcascade.data.cracks import (
     DEFAULT_CLASSES,
@@ -49,6 +50,7 @@ def make_loader(
     on_error: OnError = "raise",
     stream: int = 0,
     prefetch_factor: int | None = None,
+    sampler: Sampler[int] | None = None,
 ) -> DataLoader:
     """The DataLoader every crackcascade data module builds: workers kept alive between epochs.
 
@@ -57,7 +59,8 @@ def make_loader(
     ``stream`` tells apart loaders that share the seed. With ``on_error="skip"`` a sample whose
     file cannot be decoded is left out of its batch and listed under ``batch["skipped"]``.
     ``prefetch_factor`` (batches each worker loads ahead; None keeps torch's default of 2) only
-    applies with workers, so it is dropped for ``workers=0`` instead of failing.
+    applies with workers, so it is dropped for ``workers=0`` instead of failing. ``sampler``
+    orders an unshuffled loader (e.g. :func:`eval_sampler`'s share under DDP).
     """
     skip = on_error == "skip"
     if shuffle or skip:
@@ -65,7 +68,7 @@ def make_loader(
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        sampler=ReplaySampler(dataset, stream=stream) if shuffle else None,
+        sampler=ReplaySampler(dataset, stream=stream) if shuffle else sampler,
         num_workers=workers,
         collate_fn=SkipCollate(collate) if skip else collate,
         pin_memory=pin_memory,
@@ -81,6 +84,40 @@ def warn_bad_files(root: Path, bad: BadFiles) -> None:
     if bad.ignored:
         more = f" and {len(bad.ignored) - 1} more" if len(bad.ignored) > 1 else ""
         rank_zero_warn(f"data.root '{root}': ignored {len(bad.ignored)} non-image files: {bad.ignored[0]}{more}")
+
+
+def eval_sampler(datamodule: pl.LightningDataModule, dataset: Dataset[Sample], what: str) -> Sampler[int] | None:
+    """Under DDP, a sampler that gives each validation or test sample to exactly one process.
+
+    Lightning would otherwise insert a :class:`~torch.utils.data.DistributedSampler`, which pads
+    the last batch with repeated samples so that every process has as many; validation and test
+    metrics would count those twice and differ from a single-process run. The metrics here are
+    sums synced across processes, so unequal shares are fine. Training keeps Lightning's sampler:
+    every process must take the same number of optimizer steps.
+
+    Args:
+        datamodule: The data module, attached to its trainer (or not: then no sampler).
+        dataset: The evaluation dataset.
+        what: What it is, for the error message (``val split``, ``test split of scale 'pixel'``).
+
+    Returns:
+        None on a single process (the loader iterates in order), else the process's share.
+
+    Raises:
+        DataError: If the split has fewer samples than processes: a process with nothing to
+            validate would wait forever on the others in DDP's first validation forward pass.
+    """
+    trainer = datamodule.trainer
+    kwargs = trainer.distributed_sampler_kwargs if trainer is not None else None
+    if not kwargs or kwargs.get("num_replicas", 1) < 2:
+        return None
+    replicas, size = int(kwargs["num_replicas"]), len(dataset)  # type: ignore[arg-type]
+    if size < replicas:
+        raise DataError(
+            f"data: the {what} has {size} samples for {replicas} processes; each needs at least one "
+            "(add samples, or use fewer --trainer.devices / --trainer.num_nodes)"
+        )
+    return UnrepeatedDistributedSampler(dataset, shuffle=False, **kwargs)
 
 
 def check_loader_options(
@@ -291,6 +328,8 @@ class PhiNetDataModule(pl.LightningDataModule):
 
     def _eval_loader(self, split: str) -> DataLoader:
         dataset: Dataset[Sample] = ConcatDataset(list(self.datasets[split].values()))
+        # Predict keeps Lightning's own unrepeated sampler, which also tracks each sample's index.
+        sampler = eval_sampler(self, dataset, f"{split} split") if split != "predict" else None
         return make_loader(
             dataset,
             self.eval_batch_size,
@@ -300,6 +339,7 @@ class PhiNetDataModule(pl.LightningDataModule):
             None,
             self.on_error,
             prefetch_factor=self.prefetch_factor,
+            sampler=sampler,
         )
 
     def val_dataloader(self) -> DataLoader | list[DataLoader]:
@@ -601,7 +641,11 @@ class CrackMaskDataModule(pl.LightningDataModule):
     def _predict_dataset(self) -> Dataset[Sample]:
         return PhotoDataset(predict_photos(self.predict_root))
 
-    def _loader(self, dataset: Dataset[Sample], batch_size: int, shuffle: bool, collate: Any) -> DataLoader:
+    def _loader(
+        self, dataset: Dataset[Sample], batch_size: int, shuffle: bool, collate: Any, split: str | None = None
+    ) -> DataLoader:
+        what = f"{split} split of scale '{getattr(dataset, 'scale', '')}'"
+        sampler = eval_sampler(self, dataset, what) if split is not None else None
         return make_loader(
             dataset,
             batch_size,
@@ -611,6 +655,7 @@ class CrackMaskDataModule(pl.LightningDataModule):
             collate,
             self.on_error,
             prefetch_factor=self.prefetch_factor,
+            sampler=sampler,
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -620,11 +665,12 @@ class CrackMaskDataModule(pl.LightningDataModule):
 
     def val_dataloader(self) -> list[DataLoader]:
         """One loader per scale (see :attr:`eval_scales`); empty when there is no validation."""
-        return [self._loader(ds, self.eval_batch_size, False, pad_collate) for ds in self.datasets.get("val", [])]
+        datasets = self.datasets.get("val", [])
+        return [self._loader(ds, self.eval_batch_size, False, pad_collate, "val") for ds in datasets]
 
     def test_dataloader(self) -> list[DataLoader]:
         """One loader per scale (see :attr:`eval_scales`)."""
-        return [self._loader(ds, self.eval_batch_size, False, pad_collate) for ds in self.datasets["test"]]
+        return [self._loader(ds, self.eval_batch_size, False, pad_collate, "test") for ds in self.datasets["test"]]
 
     def predict_dataloader(self) -> DataLoader:
         """Photos under ``predict_root``, one at a time at native size."""
@@ -877,8 +923,10 @@ class ConcreteCrackDataModule(pl.LightningDataModule):
         return classification_transform(self.image_size, train=train, augment=self.augment)
 
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
+        dataset = self.datasets[split]
+        sampler = eval_sampler(self, dataset, f"{split} split") if split in ("val", "test") else None
         return make_loader(
-            self.datasets[split],
+            dataset,
             batch_size,
             shuffle,
             self.num_workers,
@@ -886,6 +934,7 @@ class ConcreteCrackDataModule(pl.LightningDataModule):
             None,
             self.on_error,
             prefetch_factor=self.prefetch_factor,
+            sampler=sampler,
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -32,7 +32,7 @@ from crackcascade.data.sampling import has_samples
 from crackcascade.errors import ConfigError, WeightsError, first_line
 from crackcascade.labels import CRACK, CRACK_DAMAGE_TYPES, SCALES, TASKS, get_task, normalize_name
 from crackcascade.models.multitask import MultiTaskClassifier
-from crackcascade.models.segmenter import CrackSegmenter, attached_datamodule
+from crackcascade.models.segmenter import CrackSegmenter, attached_datamodule, names_on_all_ranks, unupdated_metrics_ok
 
 Batch = dict[str, Any]
 
@@ -454,19 +454,26 @@ class CrackCascade(pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         """Compute, log, print and save the ungated vs gated table."""
         table = []
-        for scale in self._scales:
+        scales = names_on_all_ranks(self._scales)
+        for scale in scales:
             for mode in MODES:
-                scores = cast(CascadeMetrics, self.metrics[f"{scale}_{mode}"]).compute()
+                self._metric(scale, mode)  # a scale only other processes saw: empty here, summed in the sync
+        self._scales = scales
+        for scale in scales:
+            for mode in MODES:
+                with unupdated_metrics_ok():
+                    scores = cast(CascadeMetrics, self.metrics[f"{scale}_{mode}"]).compute()
                 table.append({"scale": scale, "mode": mode, **scores})
                 for name in ("localization", "f1", "pixel_iou", "ran"):
-                    self.log(f"test_{scale}_{mode}_{name}", scores[name], sync_dist=False)
+                    # Equal on every rank (synced counts): "max" over ranks keeps it exact and tells Lightning so.
+                    self.log(f"test_{scale}_{mode}_{name}", scores[name], sync_dist=True, reduce_fx="max")
         self.last_table = table
+        folder = Path(self.trainer.log_dir or self.trainer.default_root_dir)  # a broadcast: every rank asks
         if self.trainer.is_global_zero:
             print("\n" + format_table(table))  # after the progress bar's line
-            self._save_table(table)
+            self._save_table(table, folder)
 
-    def _save_table(self, table: list[dict[str, Any]]) -> None:
-        folder = Path(self.trainer.log_dir or self.trainer.default_root_dir)
+    def _save_table(self, table: list[dict[str, Any]], folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         settings = {k: self.hparams[k] for k in ("gate_task", "gate_threshold", "iou_threshold")}
         settings["gate_classes"] = list(self.hparams["gate_classes"])

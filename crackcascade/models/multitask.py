@@ -23,6 +23,7 @@ from crackcascade.labels import CRACK_DAMAGE_TYPES, IGNORE_INDEX, get_task, reso
 from crackcascade.models.optim import configure_optimizer
 from crackcascade.models.weights import load_weights
 from crackcascade.reliability import check_finite_loss
+from crackcascade.tracking import log_confusion_matrices, log_image_previews, previews_wanted, shrink
 
 Batch = dict[str, Any]
 STAGES: tuple[str, ...] = ("train", "val", "test")
@@ -274,6 +275,8 @@ class MultiTaskClassifier(pl.LightningModule):
             self.crack_confusion = nn.ModuleDict({f"{stage}_cm": BinaryConfusionMatrix() for stage in CRACK_STAGES})
         self.last_metrics: dict[str, dict[str, float]] = {}
         self._data_tasks: set[str] = set(self.tasks)
+        # Validation previews for W&B (rank zero only): task -> (image, caption); None when not collecting.
+        self._previews: dict[str, tuple[Tensor, str]] | None = None
 
     def _confusion(self, stage: str, task: str) -> ConfusionCounts:
         return cast(ConfusionCounts, self.confusion[f"{stage}_cm"][task])  # type: ignore[index]
@@ -354,6 +357,8 @@ class MultiTaskClassifier(pl.LightningModule):
         if "crack" in batch and self.crack_confusion is not None and stage in CRACK_STAGES:
             predicted = predicts_crack(logits[_DAMAGE_TYPE.name].detach())
             self._crack_confusion(stage).update(predicted.long(), torch.as_tensor(batch["crack"]).long())
+        if stage == "val" and self._previews is not None:
+            self._collect_previews(self._previews, batch["image"], labels, logits)
         return loss
 
     def _writes_logs(self) -> bool:
@@ -366,6 +371,30 @@ class MultiTaskClassifier(pl.LightningModule):
         every = trainer.log_every_n_steps
         due = every > 0 and (trainer.global_step + 1) % every == 0
         return due or bool(trainer.fast_dev_run) or trainer.should_stop
+
+    def _collect_previews(
+        self, previews: dict[str, tuple[Tensor, str]], images: Tensor, labels: Tensor, logits: dict[str, Tensor]
+    ) -> None:
+        """Keep the first validation image labelled for each task, captioned with prediction and truth.
+
+        Validation loaders are not shuffled, so the same images are shown every epoch.
+        """
+        for task in self.tasks:
+            if task in previews or task not in self._data_tasks:
+                continue
+            labelled = (labels[:, task_index(task)] != IGNORE_INDEX).nonzero()
+            if len(labelled) == 0:
+                continue
+            i = int(labelled[0])
+            classes = get_task(task).classes
+            probabilities = logits[task][i].detach().float().softmax(0)
+            best = int(probabilities.argmax())
+            caption = (
+                f"{task}: predicted {classes[best]} ({float(probabilities[best]):.2f}), "
+                f"true {classes[int(labels[i, task_index(task)])]}"
+            )
+            (image,) = shrink(images[i].to(torch.uint8))
+            previews[task] = (image, caption)
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor | None:
         """Masked multi-task cross-entropy on the concatenated task batches; stops at a NaN or infinite loss."""
@@ -400,10 +429,13 @@ class MultiTaskClassifier(pl.LightningModule):
             metrics["f1"] = sum(metrics[f"{t}_f1"] for t in matrices) / len(matrices)
         metrics.update({f"crack_{name}": value for name, value in crack.items()})
         for name, value in metrics.items():
-            self.log(f"{stage}_{name}", value, prog_bar=name == "acc")
+            # Equal on every rank (from synced matrices): "max" over ranks keeps it exact and tells Lightning so.
+            self.log(f"{stage}_{name}", value, prog_bar=name == "acc", sync_dist=True, reduce_fx="max")
         self.last_metrics[stage] = metrics
         if stage != "train" and matrices and not self.trainer.sanity_checking:
-            self._save_confusion(stage, matrices)
+            # log_dir is a broadcast: every rank asks, rank zero writes.
+            self._save_confusion(stage, matrices, self.trainer.log_dir)
+            log_confusion_matrices(self.trainer, stage, matrices)
             if stage == "val":
                 per_task = " ".join(f"{t} {metrics[f'{t}_acc']:.3f}" for t in matrices)
                 rank_zero_info(f"epoch {self.current_epoch}: val_acc {metrics['acc']:.3f} ({per_task})")
@@ -422,8 +454,7 @@ class MultiTaskClassifier(pl.LightningModule):
         return binary_scores(matrix) if matrix.sum() > 0 else {}
 
     @rank_zero_only
-    def _save_confusion(self, stage: str, matrices: dict[str, Any]) -> None:
-        log_dir = self.trainer.log_dir
+    def _save_confusion(self, stage: str, matrices: dict[str, Any], log_dir: str | None) -> None:
         if log_dir is None:
             return
         path = Path(log_dir) / f"confusion_{stage}.json"
@@ -434,9 +465,21 @@ class MultiTaskClassifier(pl.LightningModule):
         """Log training accuracy and macro-F1 per task."""
         self._epoch_end("train")
 
+    def on_validation_epoch_start(self) -> None:
+        """Start collecting W&B previews when a W&B logger is attached (rank zero, outside the sanity check)."""
+        self._previews = {} if previews_wanted(self._trainer) else None
+
     def on_validation_epoch_end(self) -> None:
-        """Log validation accuracy and macro-F1 per task and their means; save confusion matrices."""
+        """Log validation accuracy and macro-F1 per task and their means; save confusion matrices.
+
+        With a W&B logger, the confusion matrices also become W&B charts and the first validation
+        image of each task is logged with its predicted and true class (``val_previews``).
+        """
         self._epoch_end("val")
+        if self._previews:
+            shown = [self._previews[t] for t in self.tasks if t in self._previews]
+            log_image_previews(self.trainer, "val_previews", [i for i, _ in shown], [c for _, c in shown])
+        self._previews = None
 
     def on_test_epoch_end(self) -> None:
         """Log test metrics and print the per-task table."""

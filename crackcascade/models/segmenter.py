@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -26,6 +28,7 @@ from crackcascade.models.optim import configure_optimizer
 from crackcascade.models.weights import KNOWN_PREFIXES, load_weights, read_state_dict
 from crackcascade.reliability import check_finite_loss
 from crackcascade.tiling import PAD_MULTIPLE, pad_to_multiple, predict_tiled
+from crackcascade.tracking import log_mask_previews, previews_wanted, shrink
 
 Batch = dict[str, Any]
 EVAL_STAGES: tuple[str, ...] = ("val", "test")
@@ -394,6 +397,29 @@ def load_encoder_weights(encoder: nn.Module, encoder_name: str, path: str | Path
 # ---- the module ----------------------------------------------------------------------------
 
 
+def names_on_all_ranks(names: Sequence[str]) -> list[str]:
+    """The union of every DDP process's ``names``, in one order all processes agree on (rank 0's first).
+
+    Metrics created as their scale is first seen may exist on some processes only, or in another
+    order; syncing them one by one would pair different metrics' collectives. Every process
+    creates the missing ones (empty) and syncs them in this order. Without a process group, the
+    names as given.
+    """
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return list(names)
+    gathered: list[list[str] | None] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(gathered, list(names))
+    return list(dict.fromkeys(name for rank_names in gathered for name in rank_names or ()))
+
+
+@contextlib.contextmanager
+def unupdated_metrics_ok() -> Iterator[None]:
+    """Silence torchmetrics' warning for computing a metric this process never updated: it syncs all the same."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"The ``compute`` method of metric", category=UserWarning)
+        yield
+
+
 def attached_datamodule(module: pl.LightningModule) -> Any:
     """The data module of the trainer a module is attached to, or None (no trainer, or plain loaders)."""
     trainer = module._trainer
@@ -456,6 +482,8 @@ class CrackSegmenter(pl.LightningModule):
     mean: Tensor
     std: Tensor
     threshold: Tensor
+    preview_images: int = 4
+    """Validation photos per scale shown with true and predicted masks when logging to W&B."""
 
     def __init__(
         self,
@@ -511,6 +539,8 @@ class CrackSegmenter(pl.LightningModule):
         self.stage_losses = nn.ModuleDict({stage: MeanMetric() for stage in EVAL_STAGES})
         self._scales: dict[str, list[str]] = {stage: [] for stage in EVAL_STAGES}
         self.last_metrics: dict[str, dict[str, Any]] = {}
+        # W&B validation previews (rank zero only): scale -> [(image, mask, probabilities, path)]; None when off.
+        self._previews: dict[str, list[tuple[Tensor, Tensor, Tensor, str]]] | None = None
 
     def _check_options(self) -> None:
         hp = self.hparams
@@ -687,7 +717,9 @@ class CrackSegmenter(pl.LightningModule):
         logits = self(batch["image"])
         loss = segmentation_loss(logits, batch["mask"], self.hparams["loss"], self.hparams["pos_weight"], IGNORE_INDEX)
         check_finite_loss(self, loss, lambda: self._loss_terms(logits, batch["mask"]), batch)
-        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(batch["image"]))
+        size = len(batch["image"])
+        # Synced, so the epoch value is the mean over every process's crops (a scalar all-reduce per step).
+        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=size, sync_dist=True)
         return loss
 
     def _loss_terms(self, logits: Tensor, mask: Tensor) -> dict[str, Tensor]:
@@ -724,6 +756,38 @@ class CrackSegmenter(pl.LightningModule):
             self._mean(self.seg_losses, key).update(loss.detach(), count)
             self._mean(self.stage_losses, stage).update(loss.detach(), count)
             self._metric(key).update(probabilities[rows], mask[rows])
+        if stage == "val" and self._previews is not None:
+            self._collect_previews(self._previews, batch, probabilities, scales)
+
+    def _collect_previews(
+        self,
+        previews: dict[str, list[tuple[Tensor, Tensor, Tensor, str]]],
+        batch: Batch,
+        probabilities: Tensor,
+        scales: list[str],
+    ) -> None:
+        """Keep the first :attr:`preview_images` validation photos of each scale, cropped and scaled down.
+
+        Validation loaders are not shuffled, so the same photos are shown every epoch; their
+        predicted masks are drawn at epoch end, with the thresholds chosen on that epoch.
+        """
+        mask = batch["mask"]
+        for i, scale in enumerate(scales):
+            kept = previews.setdefault(scale, [])
+            if len(kept) >= self.preview_images:
+                continue
+            valid = mask[i] != IGNORE_INDEX
+            if not bool(valid.any()):
+                continue
+            # Eval batches are padded bottom/right to a common size; show the photo only.
+            height = int(valid.any(1).nonzero().max()) + 1
+            width = int(valid.any(0).nonzero().max()) + 1
+            image, truth, probs = shrink(
+                batch["image"][i, :, :height, :width].to(torch.uint8),
+                mask[i, :height, :width],
+                probabilities[i, :, :height, :width].half(),
+            )
+            kept.append((image, truth, probs, str(batch["path"][i])))
 
     def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         """Loss and threshold-grid counts per scale."""
@@ -737,18 +801,23 @@ class CrackSegmenter(pl.LightningModule):
         # Every rank computes every scale's synced counts, so none waits on a skipped collective.
         counts: dict[str, dict[str, Tensor]] = {}
         losses: dict[str, float] = {}
-        for scale in self._scales[stage]:
-            key = self._key(stage, scale)
-            metric, loss = self._metric(key), self._mean(self.seg_losses, key)
-            scale_counts = {k: v.clone() for k, v in metric.counts().items()}
-            scale_loss = float(loss.compute())
-            metric.reset()
-            loss.reset()
-            if int(scale_counts["images"]) > 0:
-                counts[scale], losses[scale] = scale_counts, scale_loss
-        stage_losses = self._mean(self.stage_losses, stage)
-        stage_loss = float(stage_losses.compute()) if counts else 0.0
-        stage_losses.reset()
+        scales = names_on_all_ranks(self._scales[stage])
+        for scale in scales:
+            self._add_scale(stage, scale)  # a scale only other processes saw: empty here, summed in the sync
+        self._scales[stage] = scales
+        with unupdated_metrics_ok():
+            for scale in scales:
+                key = self._key(stage, scale)
+                metric, loss = self._metric(key), self._mean(self.seg_losses, key)
+                scale_counts = {k: v.clone() for k, v in metric.counts().items()}
+                scale_loss = float(loss.compute())
+                metric.reset()
+                loss.reset()
+                if int(scale_counts["images"]) > 0:
+                    counts[scale], losses[scale] = scale_counts, scale_loss
+            stage_losses = self._mean(self.stage_losses, stage)
+            stage_loss = float(stage_losses.compute()) if counts else 0.0
+            stage_losses.reset()
         if not counts:
             return
         grid = torch.tensor(self.grid, dtype=torch.float32, device=self.threshold.device)
@@ -774,7 +843,15 @@ class CrackSegmenter(pl.LightningModule):
         if len(self.classes) == 1:
             metrics["threshold"] = metrics[f"{self.classes[0]}_threshold"]
         for name, value in metrics.items():
-            self.log(f"{stage}_{name}", value, prog_bar=name in ("f1", "loss"), add_dataloader_idx=False)
+            # Equal on every rank (from synced counts): "max" over ranks keeps it exact and tells Lightning so.
+            self.log(
+                f"{stage}_{name}",
+                value,
+                prog_bar=name in ("f1", "loss"),
+                add_dataloader_idx=False,
+                sync_dist=True,
+                reduce_fx="max",
+            )
         if self.trainer.sanity_checking:
             return  # scores of an untrained model must not end up in the end-of-fit table
         self.last_metrics[stage] = {"rows": rows, "mean": {s: metrics[s] for s in ("f1", "iou", "f1_tol")}}
@@ -785,9 +862,21 @@ class CrackSegmenter(pl.LightningModule):
                 f"(thresholds {thresholds})"
             )
 
+    def on_validation_epoch_start(self) -> None:
+        """Start collecting W&B previews when a W&B logger is attached (rank zero, outside the sanity check)."""
+        self._previews = {} if previews_wanted(self._trainer) else None
+
     def on_validation_epoch_end(self) -> None:
-        """Choose the thresholds (unless fixed) and log the scores per scale and class."""
+        """Choose the thresholds (unless fixed) and log the scores per scale and class.
+
+        With a W&B logger, the first :attr:`preview_images` photos of each scale are logged as
+        ``val_preview_<scale>``: photo, true mask and predicted mask (at the thresholds just chosen).
+        """
         self._epoch_end("val")
+        for scale, kept in (self._previews or {}).items():
+            shown = [(image, truth, self.class_map(probs), Path(path).name) for image, truth, probs, path in kept]
+            log_mask_previews(self.trainer, f"val_preview_{scale}", shown, self.classes, IGNORE_INDEX)
+        self._previews = None
         if self.trainer.state.fn == TrainerFn.VALIDATING:  # a fit prints its last one at the end
             self.print_summary("val")
 
