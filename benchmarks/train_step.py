@@ -260,7 +260,7 @@ def main() -> None:
         base = base or {"bare": bare, "ours": ours}
         print(
             f"{setting.name:<24}{bare:>11.1f}{ours:>11.1f}{ours / bare:>10.3f}"
-            f"{bare / base['bare']:>12.2f}x{ours / base['ours']:>12.2f}x{warmup:>10.1f}",
+            f"{bare / base['bare']:>12.2f}x{ours / base['ours']:>12.2f}x{warmup:>10.2f}",
             flush=True,
         )
 
