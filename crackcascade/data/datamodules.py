@@ -158,7 +158,45 @@ def predict_photos(predict_root: str | None) -> list[Path]:
     return paths
 
 
-class PhiNetDataModule(pl.LightningDataModule):
+class LoaderDataModule(pl.LightningDataModule):
+    """A data module whose loaders share its worker, pinning, prefetch and ``on_error`` options.
+
+    Subclasses set ``num_workers``, ``pin_memory``, ``prefetch_factor`` and ``on_error`` in their
+    ``__init__`` and build every DataLoader with :meth:`loader`.
+    """
+
+    num_workers: int
+    pin_memory: bool
+    prefetch_factor: int | None
+    on_error: OnError
+
+    def loader(
+        self,
+        dataset: Dataset[Sample],
+        batch_size: int,
+        shuffle: bool,
+        collate: Any = None,
+        *,
+        sampler: Sampler[int] | None = None,
+        stream: int = 0,
+        workers: int | None = None,
+    ) -> DataLoader:
+        """:func:`make_loader` with this module's options (``workers`` overrides ``num_workers``)."""
+        return make_loader(
+            dataset,
+            batch_size,
+            shuffle,
+            self.num_workers if workers is None else workers,
+            self.pin_memory,
+            collate,
+            self.on_error,
+            stream,
+            self.prefetch_factor,
+            sampler,
+        )
+
+
+class PhiNetDataModule(LoaderDataModule):
     """PEER Hub ImageNet (Phi-Net) data for the eight-task classifier, in any of three formats.
 
     Formats (see the README for trees): PHI Challenge arrays ``root/<task>/X_train.npy`` +
@@ -311,17 +349,7 @@ class PhiNetDataModule(pl.LightningDataModule):
         per_loader_workers = math.ceil(self.num_workers / len(sets)) if self.num_workers else 0
         loaders = {
             # One seed stream per task, so a task's order does not depend on which others are loaded.
-            key: make_loader(
-                ds,
-                per_loader_batch,
-                True,
-                per_loader_workers,
-                self.pin_memory,
-                None,
-                self.on_error,
-                _stream(key),
-                prefetch_factor=self.prefetch_factor,
-            )
+            key: self.loader(ds, per_loader_batch, True, stream=_stream(key), workers=per_loader_workers)
             for key, ds in sets.items()
         }
         return CombinedLoader(loaders, mode=self.combined_mode)
@@ -330,17 +358,7 @@ class PhiNetDataModule(pl.LightningDataModule):
         dataset: Dataset[Sample] = ConcatDataset(list(self.datasets[split].values()))
         # Predict keeps Lightning's own unrepeated sampler, which also tracks each sample's index.
         sampler = eval_sampler(self, dataset, f"{split} split") if split != "predict" else None
-        return make_loader(
-            dataset,
-            self.eval_batch_size,
-            False,
-            self.num_workers,
-            self.pin_memory,
-            None,
-            self.on_error,
-            prefetch_factor=self.prefetch_factor,
-            sampler=sampler,
-        )
+        return self.loader(dataset, self.eval_batch_size, False, sampler=sampler)
 
     def val_dataloader(self) -> DataLoader | list[DataLoader]:
         """All tasks' validation images in one loader; metrics split them by label.
@@ -450,7 +468,7 @@ def prepare_synthetic(root: Path, spec: dict[str, Any], write: Callable[..., Pat
     marker.write_text(json.dumps(spec))
 
 
-class CrackMaskDataModule(pl.LightningDataModule):
+class CrackMaskDataModule(LoaderDataModule):
     """Crack (and other damage) masks for the U-Net, one dataset folder per scene scale.
 
     ``root/<scale>/`` holds, for each chosen scale, a COCO export or image/mask pairs in one of
@@ -646,17 +664,7 @@ class CrackMaskDataModule(pl.LightningDataModule):
     ) -> DataLoader:
         what = f"{split} split of scale '{getattr(dataset, 'scale', '')}'"
         sampler = eval_sampler(self, dataset, what) if split is not None else None
-        return make_loader(
-            dataset,
-            batch_size,
-            shuffle,
-            self.num_workers,
-            self.pin_memory,
-            collate,
-            self.on_error,
-            prefetch_factor=self.prefetch_factor,
-            sampler=sampler,
-        )
+        return self.loader(dataset, batch_size, shuffle, collate, sampler=sampler)
 
     def train_dataloader(self) -> DataLoader:
         """One shuffled loader over the training images of every chosen scale."""
@@ -762,7 +770,7 @@ class _ConcreteCrackDataset(ImageFileDataset):
         return sample
 
 
-class ConcreteCrackDataModule(pl.LightningDataModule):
+class ConcreteCrackDataModule(LoaderDataModule):
     """The concrete-crack set of Özgenel (2018): ``root/Positive/*`` (crack) and ``root/Negative/*`` (none).
 
     Images (227 x 227 in the original) are resized to ``image_size`` and labelled in the Phi-Net
@@ -925,17 +933,7 @@ class ConcreteCrackDataModule(pl.LightningDataModule):
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
         dataset = self.datasets[split]
         sampler = eval_sampler(self, dataset, f"{split} split") if split in ("val", "test") else None
-        return make_loader(
-            dataset,
-            batch_size,
-            shuffle,
-            self.num_workers,
-            self.pin_memory,
-            None,
-            self.on_error,
-            prefetch_factor=self.prefetch_factor,
-            sampler=sampler,
-        )
+        return self.loader(dataset, batch_size, shuffle, sampler=sampler)
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled training images of both classes."""
