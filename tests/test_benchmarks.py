@@ -161,5 +161,8 @@ def test_cascade_gating_benchmark_quick(tmp_path: Path) -> None:
     ], out  # fmt: skip
     values = [[float(v.rstrip("x")) for v in r[38:].split()] for r in rows]
     assert values[0][0] == values[1][0] == 1.0 and 0.0 <= values[2][0] <= 1.0, "fraction segmented"
-    assert all(v[1] > 0 and v[2] > 0 for v in values) and values[0][3] == 1.0
+    assert all(v[1] > 0 and v[2] > 0 for v in values) and values[0][3] == values[1][4] == 1.0
+    for v in values:  # the two ratio columns are each row's total over the U-Net alone and the ungated cascade
+        assert v[3] == pytest.approx(v[1] / values[0][1], rel=0.02, abs=0.01)
+        assert v[4] == pytest.approx(v[1] / values[1][1], rel=0.02, abs=0.01)
     assert "8 synthetic photos of 128x128, 4 crack-free" in out
