@@ -169,7 +169,7 @@ def main() -> None:
     parser.add_argument("--root", type=Path, default=DEFAULT_ROOT)
     parser.add_argument("--baseline-minutes", type=float, default=15.0, help="training time of the plain loop")
     parser.add_argument("--minutes", type=float, default=28.0, help="ours: training time (the cosine's length)")
-    parser.add_argument("--val-fraction", type=float, default=0.1, help="ours: share of train that picks the threshold")
+    parser.add_argument("--val-fraction", type=float, default=0.2, help="ours: share of train that picks the threshold")
     parser.add_argument("--precision", choices=("auto", "32", "bf16-mixed"), default="auto", help="ours")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--encoder", default="resnet18")

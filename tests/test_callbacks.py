@@ -103,3 +103,19 @@ def test_refuses_a_module_scheduler_and_bad_options(tmp_path: Path) -> None:
         TimeBudget(0)
     with pytest.raises(ConfigError, match="anneal must be"):
         TimeBudget(1, anneal="step")  # type: ignore[arg-type]
+
+
+def test_from_the_command_line(crack_roots: dict[str, Path], tmp_path: Path) -> None:
+    """`--trainer.callbacks+=crackcascade.callbacks.TimeBudget` ends an epoch-unbounded run and is saved with it."""
+    from crackcascade.cli import main
+
+    from .conftest import CONF
+
+    main(["fit", "--config", str(CONF / "unet.yaml"), "--data.root", str(crack_roots["masks"]),
+          "--trainer.default_root_dir", str(tmp_path), "--trainer.max_epochs", "-1", "--model.scheduler", "none",
+          "--trainer.callbacks+=crackcascade.callbacks.TimeBudget", "--trainer.callbacks.minutes=0.02"])  # fmt: skip
+    (run,) = (tmp_path / "lightning_logs").iterdir()
+    assert "class_path: crackcascade.callbacks.TimeBudget" in (run / "config.yaml").read_text()
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    (state,) = [v for k, v in checkpoint["callbacks"].items() if k.startswith("TimeBudget")]
+    assert checkpoint["global_step"] >= 1 and state
