@@ -15,7 +15,9 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import BatchSizeFinder
+from pytorch_lightning.tuner import batch_size_scaling
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
+from pytorch_lightning.utilities.memory import is_oom_error
 from pytorch_lightning.utilities.parsing import lightning_setattr
 
 from crackcascade.errors import ConfigError
@@ -63,6 +65,29 @@ def data_segment_size() -> int | None:
     except OSError:
         pass
     return None
+
+
+def is_out_of_memory(exception: BaseException) -> bool:
+    """Lightning's out-of-memory test, plus oneDNN's failure to allocate a convolution under the CPU cap.
+
+    On the CPU an allocation refused by the cap can surface from oneDNN as ``could not create a
+    primitive`` instead of PyTorch's allocator error; in the search, where the smaller size before
+    ran the same convolutions, it means the larger batch does not fit.
+    """
+    return is_oom_error(exception) or (
+        isinstance(exception, RuntimeError) and "could not create a primitive" in str(exception)
+    )
+
+
+@contextmanager
+def _count_onednn_failures_as_oom() -> Iterator[None]:
+    # Lightning's search looks the test up in its own module at each failure.
+    original = batch_size_scaling.is_oom_error
+    batch_size_scaling.is_oom_error = is_out_of_memory
+    try:
+        yield
+    finally:
+        batch_size_scaling.is_oom_error = original
 
 
 @contextmanager
@@ -168,7 +193,7 @@ class LargestBatchFinder(BatchSizeFinder):
         # init_val, and keeps a configured size that is already too large; start from init_val.
         lightning_setattr(pl_module, "batch_size", self._init_val)
         try:
-            with memory_cap(pl_module.device, self.memory_fraction) as allowed:
+            with memory_cap(pl_module.device, self.memory_fraction) as allowed, _count_onednn_failures_as_oom():
                 if allowed is None:
                     rank_zero_warn(f"LargestBatchFinder: no memory cap on {pl_module.device}; searching without one")
                 super().scale_batch_size(trainer, pl_module)

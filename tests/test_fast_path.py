@@ -297,3 +297,18 @@ def test_batch_finder_options_are_checked() -> None:
         LargestBatchFinder(memory_fraction=0)
     with pytest.raises(ConfigError, match="mode"):
         LargestBatchFinder(mode="linear")
+
+
+def test_batch_finder_takes_onednn_allocation_failures_for_out_of_memory() -> None:
+    from pytorch_lightning.tuner import batch_size_scaling
+
+    from crackcascade.tuning import _count_onednn_failures_as_oom, is_out_of_memory
+
+    onednn = RuntimeError("could not create a primitive")
+    assert is_out_of_memory(onednn) and is_out_of_memory(RuntimeError("DefaultCPUAllocator: can't allocate memory"))
+    assert not is_out_of_memory(RuntimeError("shapes cannot be multiplied")) and not is_out_of_memory(ValueError())
+    original = batch_size_scaling.is_oom_error
+    assert not original(onednn)  # what Lightning alone would re-raise mid-search
+    with _count_onednn_failures_as_oom():
+        assert batch_size_scaling.is_oom_error(onednn)
+    assert batch_size_scaling.is_oom_error is original
