@@ -161,14 +161,23 @@ def predict_photos(predict_root: str | None) -> list[Path]:
 class LoaderDataModule(pl.LightningDataModule):
     """A data module whose loaders share its worker, pinning, prefetch and ``on_error`` options.
 
-    Subclasses set ``num_workers``, ``pin_memory``, ``prefetch_factor`` and ``on_error`` in their
-    ``__init__`` and build every DataLoader with :meth:`loader`.
+    Subclasses keep ``num_workers``, ``pin_memory``, ``prefetch_factor`` and ``on_error`` with
+    :meth:`_keep_loader_options` in their ``__init__`` and build every DataLoader with :meth:`loader`.
     """
 
     num_workers: int
     pin_memory: bool
     prefetch_factor: int | None
     on_error: OnError
+
+    def _keep_loader_options(
+        self, num_workers: int, pin_memory: bool | None, prefetch_factor: int | None, on_error: OnError
+    ) -> None:
+        """Keep the options :meth:`loader` uses; ``pin_memory`` None pins where CUDA is available."""
+        self.num_workers = num_workers
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        self.prefetch_factor = prefetch_factor
+        self.on_error = on_error
 
     def loader(
         self,
@@ -278,15 +287,12 @@ class PhiNetDataModule(LoaderDataModule):
         self.image_size = image_size
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
-        self.num_workers = num_workers
+        self._keep_loader_options(num_workers, pin_memory, prefetch_factor, on_error)
         self.val_fraction = val_fraction
         self.seed = seed
         self.augment = augment
         self.combined_mode = combined_mode
         self.predict_root = predict_root
-        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
-        self.on_error = on_error
-        self.prefetch_factor = prefetch_factor
         # Side below which no JPEG is decoded, when draft decoding is on (the transform resizes to it).
         self.decode_size: int | None = image_size if jpeg_draft else None
         self._index: Index | None = None
@@ -560,15 +566,12 @@ class CrackMaskDataModule(LoaderDataModule):
         self.scale_range = (float(low), float(high))
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
-        self.num_workers = num_workers
+        self._keep_loader_options(num_workers, pin_memory, prefetch_factor, on_error)
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction
         self.seed = seed
         self.augment = augment
-        self.on_error = on_error
         self.predict_root = predict_root
-        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
-        self.prefetch_factor = prefetch_factor
         self.eval_scales: list[str] = list(self.scales)
         self._index: dict[str, dict[str, list[MaskRecord]]] | None = None
         self.datasets: dict[str, list[Dataset[Sample]]] = {}
@@ -838,15 +841,12 @@ class ConcreteCrackDataModule(LoaderDataModule):
         self.image_size = image_size
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
-        self.num_workers = num_workers
+        self._keep_loader_options(num_workers, pin_memory, prefetch_factor, on_error)
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction
         self.seed = seed
         self.augment = augment
         self.predict_root = predict_root
-        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
-        self.on_error = on_error
-        self.prefetch_factor = prefetch_factor
         # Side below which no JPEG is decoded, when draft decoding is on (the transform resizes to it).
         self.decode_size: int | None = image_size if jpeg_draft else None
         self._splits: dict[str, tuple[list[Path], list[bool]]] | None = None
