@@ -28,6 +28,7 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
@@ -74,24 +75,38 @@ def write_scenes(workdir: Path, photos: int, train: int, size: int) -> tuple[Pat
     return root, folder, [name in with_cracks for name in chosen]
 
 
+def fit_and_save(
+    model: pl.LightningModule,
+    data: pl.LightningDataModule,
+    name: str,
+    args: argparse.Namespace,
+    precision: str,
+    epochs: int,
+    **options: Any,
+) -> Path:
+    """Train ``model`` for ``epochs`` (two batches each with ``--quick``); its checkpoint ``<workdir>/<name>.ckpt``."""
+    trainer = quiet_trainer(
+        accelerator=args.accelerator,
+        max_epochs=epochs,
+        precision=precision,
+        limit_train_batches=2 if args.quick else None,
+        default_root_dir=str(args.workdir),
+        **options,
+    )
+    trainer.fit(model, datamodule=data)
+    checkpoint = args.workdir / f"{name}.ckpt"
+    trainer.save_checkpoint(checkpoint)
+    return checkpoint
+
+
 def train_unet(root: Path, args: argparse.Namespace, precision: str) -> Path:
     """Train the U-Net on the training scenes (random crops), threshold from validation; its checkpoint."""
     pl.seed_everything(0, verbose=False)
     data = CrackMaskDataModule(root=str(root), scales=["pixel"], image_size=args.crop, batch_size=8, val_fraction=0.2)
     model = CrackSegmenter(encoder_name=args.encoder, lr=1e-3, scheduler="cosine")
-    trainer = quiet_trainer(
-        accelerator=args.accelerator,
-        max_epochs=args.unet_epochs,
-        # Validating 1024 px photos is slower than the training epoch: once, at the end, for the threshold.
-        check_val_every_n_epoch=args.unet_epochs,
-        precision=precision,
-        limit_train_batches=2 if args.quick else None,
-        default_root_dir=str(args.workdir),
-    )
-    trainer.fit(model, datamodule=data)
-    checkpoint = args.workdir / "unet.ckpt"
-    trainer.save_checkpoint(checkpoint)
-    return checkpoint
+    # Validating 1024 px photos is slower than the training epoch: once, at the end, for the threshold.
+    epochs = args.unet_epochs
+    return fit_and_save(model, data, "unet", args, precision, epochs, check_val_every_n_epoch=epochs)
 
 
 def train_gate(root: Path, args: argparse.Namespace, precision: str) -> Path:
@@ -117,17 +132,7 @@ def train_gate(root: Path, args: argparse.Namespace, precision: str) -> Path:
         weight_decay=1e-4,
         scheduler="cosine",
     )
-    trainer = quiet_trainer(
-        accelerator=args.accelerator,
-        max_epochs=args.gate_epochs,
-        precision=precision,
-        limit_train_batches=2 if args.quick else None,
-        default_root_dir=str(args.workdir),
-    )
-    trainer.fit(model, datamodule=data)
-    checkpoint = args.workdir / "gate.ckpt"
-    trainer.save_checkpoint(checkpoint)
-    return checkpoint
+    return fit_and_save(model, data, "gate", args, precision, args.gate_epochs)
 
 
 def timed_predict(
