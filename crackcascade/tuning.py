@@ -98,8 +98,9 @@ def memory_cap(device: torch.device, fraction: float) -> Iterator[int | None]:
     (:func:`torch.cuda.set_per_process_memory_fraction`), so an allocation beyond the cap raises
     CUDA's out-of-memory error while the card still has room left. On the CPU (Linux) the
     process's ``RLIMIT_DATA`` is set to its current data size plus ``fraction`` of the available
-    RAM, so PyTorch's allocator fails with its "can't allocate memory" error instead of the
-    machine swapping or the kernel killing the process. That bounds how far the data segment
+    RAM, so PyTorch's allocator fails with its "can't allocate memory" error (or oneDNN with
+    ``could not create a primitive``, see :func:`is_out_of_memory`) instead of the machine swapping
+    or the kernel killing the process. That bounds how far the data segment
     grows: memory the process freed earlier but kept mapped is reused without counting, so the
     cap is tightest in a fresh process, as a training run is. DataLoader workers forked meanwhile
     inherit the limit.
