@@ -226,6 +226,11 @@ def _number(value: float, decimals: int) -> str:
     return "0" if text == "-0" else text
 
 
+def count_of(count: int, noun: str) -> str:
+    """``"1 crack"``, ``"3 cracks"``: a count with its noun in the right number."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def _sizes(measurements: Mapping[str, Any]) -> list[str]:
     length_mm, width_mm = measurements.get("total_length_mm"), measurements.get("max_width_mm")
     if length_mm is not None and width_mm is not None:
@@ -259,9 +264,8 @@ def _crack_findings(record: Mapping[str, Any]) -> list[str]:
         count = int(measurements.get("count") or 0)
         if count == 0:
             return [f"{human(crack_type)} damage predicted but no crack masked" if crack_type else "no crack masked"]
-        noun = "crack" if count == 1 else "cracks"
         parts = [f"{human(crack_type)} cracks"] if crack_type else []
-        return [*parts, f"{count} {noun}", *_sizes(measurements)]
+        return [*parts, count_of(count, "crack"), *_sizes(measurements)]
     # A plain classifier run (or an image the cascade did not segment): the damage-type head only.
     if crack_type:
         return [f"{human(crack_type)} damage"]
@@ -526,7 +530,7 @@ def _key_numbers(record: Mapping[str, Any]) -> list[str]:
         numbers.append(f"gate {verdict}")
     measurements = record.get("measurements")
     if measurements:
-        numbers.append(f"{int(measurements.get('count') or 0)} cracks")
+        numbers.append(count_of(int(measurements.get("count") or 0), "crack"))
         numbers.extend(_sizes(measurements))
         if measurements.get("mean_width_px") is not None:
             numbers.append(f"mean width {_number(measurements['mean_width_px'], 1)} px")

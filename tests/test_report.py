@@ -338,3 +338,14 @@ def test_report_renders_in_headless_chromium(
     assert pixels.std() > 5  # not blank
     magenta = np.all(np.abs(pixels.astype(int) - MAGENTA) <= 8, axis=-1).sum()
     assert magenta >= 3 * 30 * 50, magenta  # three 60x40 thumbnails, allowing for scaling
+
+
+@pytest.mark.parametrize(("count", "words"), [(0, "0 cracks"), (1, "1 crack"), (2, "2 cracks")])
+def test_report_detail_line_counts_cracks_in_the_right_number(tmp_path: Path, count: int, words: str) -> None:
+    measurements = {"count": count, "total_length_px": 10.0 * count, "max_width_px": 2.0}
+    record = make_record(measurements=measurements)
+    path = write_report(tmp_path / "report.html", [record])
+    text = path.read_text(encoding="utf-8")
+    assert re.search(rf"\b{words}\b", text), text
+    wrong = "1 cracks" if count == 1 else f"{count} crack "
+    assert wrong not in text
