@@ -64,7 +64,7 @@ def _evaluate(
     data = PhiNetDataModule(root=str(phinet), tasks=list(tasks), image_size=32, batch_size=4)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        trainer = pl.Trainer(**TRAINER)
+        trainer = pl.Trainer(default_root_dir=str(checkpoint.parent), **TRAINER)  # confusion_*.json go there
         run = trainer.test if stage == "test" else trainer.validate
         if how == "ckpt_path":  # as `crackcascade test --ckpt_path` does: a fresh model, the weights restored
             results = run(MultiTaskClassifier(backbone="test_resnet", tasks=HEADS), datamodule=data,
@@ -122,7 +122,7 @@ def test_crack_scores_from_an_untrained_damage_type_head_come_with_a_warning(tmp
     data = ConcreteCrackDataModule(str(write_concrete_cracks(tmp_path / "data", n=4, size=32, seed=0)), image_size=32)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        (metrics,) = pl.Trainer(**TRAINER).test(
+        (metrics,) = pl.Trainer(default_root_dir=str(tmp_path), **TRAINER).test(
             MultiTaskClassifier.load_from_checkpoint(tmp_path / "c.ckpt"), datamodule=data, verbose=False
         )
     assert {"test_crack_acc", "test_damage_state_acc"} <= set(metrics)
