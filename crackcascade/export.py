@@ -1,7 +1,9 @@
 """ONNX export of trained models, for runtimes without PyTorch (drones, robots, C++ or mobile services).
 
 ``crackcascade export CHECKPOINT OUTPUT.onnx`` writes one ONNX file and a JSON file beside it
-(``OUTPUT.json``, the same metadata is embedded in the ONNX file as ``metadata_props``):
+(``OUTPUT.json``, the same metadata is embedded in the ONNX file as ``metadata_props``). The
+output path is checked before the export starts (:func:`check_output`): an existing ONNX file or
+JSON is replaced only with ``--overwrite``, and a folder that cannot be written is named at once.
 
 * a :class:`~crackcascade.models.multitask.MultiTaskClassifier` becomes a graph with input
   ``image`` ``(batch, 3, S, S)`` at its training size ``S`` and one output per trained head,
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,7 +42,7 @@ import torch
 from torch import Tensor, nn
 
 import crackcascade
-from crackcascade.errors import ConfigError, WeightsError
+from crackcascade.errors import ConfigError, WeightsError, first_line
 from crackcascade.labels import get_task
 from crackcascade.models.cascade import _classifier_from, _kind, _read_checkpoint, _restore, resolve_checkpoint
 from crackcascade.models.multitask import MultiTaskClassifier
@@ -112,6 +115,41 @@ def _check_options(opset: int, input_dtype: str) -> None:
         raise ConfigError(f"--opset must be >= {DEFAULT_OPSET} (the exporter's lowest), got {opset}")
     if input_dtype not in _DTYPES:
         raise ConfigError(f"--input-dtype must be uint8 or float32, got {input_dtype!r}")
+
+
+def check_output(path: Path, overwrite: bool = False) -> None:
+    """Make sure the export can be written to ``path`` before minutes are spent exporting.
+
+    Creates the missing folders and writes (and removes) a probe file in the folder.
+
+    Args:
+        path: The ONNX file; its metadata goes beside it as ``.json``.
+        overwrite: Replace an existing ONNX file and its ``.json``; without it they are refused.
+
+    Raises:
+        ConfigError: One line naming the path: not ``.onnx``, an existing file (without
+            ``overwrite``) or folder, a file where a folder should be, or a folder that cannot be written.
+    """
+    if path.suffix != ".onnx":
+        raise ConfigError(f"output '{path}' must end in .onnx (the metadata is written beside it as .json)")
+    for target in (path, path.with_suffix(".json")):
+        if target.is_dir():
+            raise ConfigError(f"output '{path}': {target} is a folder; name a file, e.g. {target / 'model.onnx'}")
+        if target.exists() and not overwrite:
+            raise ConfigError(
+                f"output '{path}': {target} exists; pass --overwrite to replace it, or choose another name"
+            )
+    blocker = next((a for a in path.parents if a.exists() and not a.is_dir()), None)
+    if blocker is not None:
+        raise ConfigError(f"output '{path}': {blocker} is a file, not a folder; choose another path")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".crackcascade-export-"):
+            pass
+    except OSError as err:
+        raise ConfigError(
+            f"output '{path}': cannot write in {path.parent} ({err.strerror or first_line(err)}); choose another path"
+        ) from None
 
 
 def _input_info(dtype: str, shape: list[int | str], mean: Tensor, std: Tensor) -> dict[str, Any]:
@@ -192,7 +230,7 @@ def export_classifier(
 
     Args:
         classifier: The classifier (put in evaluation mode).
-        path: ONNX file to write (its folder is created).
+        path: ONNX file to write (its folder is created; an existing file is replaced).
         tasks: Heads to export, in this order; None for every head the classifier has.
         image_size: Side of the square input (the training size; the cascade resizes photos to it).
         opset: ONNX opset (>= 18).
@@ -210,7 +248,7 @@ def export_classifier(
         raise ConfigError(f"no head for task(s) {unknown or chosen}; the classifier has {list(classifier.tasks)}")
     onnx = _require_onnx()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    check_output(path, overwrite=True)
     example = _example((2, 3, image_size, image_size), input_dtype)
     _export(ClassifierGraph(classifier.eval(), chosen), example, path, chosen, {0: "batch"}, opset)
     metadata = {
@@ -242,7 +280,7 @@ def export_segmenter(
 
     Args:
         segmenter: The U-Net (put in evaluation mode).
-        path: ONNX file to write (its folder is created).
+        path: ONNX file to write (its folder is created; an existing file is replaced).
         opset: ONNX opset (>= 18).
         input_dtype: ``uint8`` or ``float32`` (both 0-255).
 
@@ -252,7 +290,7 @@ def export_segmenter(
     _check_options(opset, input_dtype)
     onnx = _require_onnx()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    check_output(path, overwrite=True)
     # An example that needs padding on both sides, so the traced graph pads and crops.
     example = _example((2, 3, 2 * MIN_SIDE + 5, 2 * MIN_SIDE + 11), input_dtype)
     dims = {0: "batch", 2: "height", 3: "width"}
@@ -335,6 +373,7 @@ def export_checkpoint(
     image_size: int | None = None,
     opset: int = DEFAULT_OPSET,
     input_dtype: InputDtype = "uint8",
+    overwrite: bool = False,
 ) -> ExportResult:
     """Export the model of a Lightning checkpoint, a classifier or a U-Net (told apart by its hyper-parameters).
 
@@ -346,18 +385,19 @@ def export_checkpoint(
             checkpoint (else 224). Not for U-Nets, which take any size.
         opset: ONNX opset (>= 18).
         input_dtype: ``uint8`` or ``float32`` (both 0-255).
+        overwrite: Replace an existing ``output`` and its ``.json`` (else they are refused).
 
     Raises:
         WeightsError: If the checkpoint is missing, unreadable or of another model.
-        ConfigError: For an option that does not apply or cannot work.
+        ConfigError: For an option that does not apply or cannot work, or an output that exists
+            (without ``overwrite``) or cannot be written (see :func:`check_output`), before exporting.
     """
     start = time.perf_counter()
+    output = Path(output)
+    check_output(output, overwrite)
     path = resolve_checkpoint(checkpoint, "checkpoint")
     state = _read_checkpoint(path, "checkpoint")
     kind = _kind(state)
-    output = Path(output)
-    if output.suffix != ".onnx":
-        raise ConfigError(f"output '{output}' must end in .onnx (the metadata is written beside it as .json)")
     module: nn.Module
     if kind.startswith("classifier"):
         classifier = _classifier_from(state, path, (), "checkpoint")
@@ -507,9 +547,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     add("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default: {DEFAULT_OPSET})")
     add("--input-dtype", choices=tuple(_DTYPES), default="uint8", help="input pixels, 0-255 (default: uint8)")
     add("--no-verify", action="store_true", help="skip the onnxruntime vs PyTorch check")
+    add("--overwrite", action="store_true", help="replace OUTPUT and its .json if they exist (default: refuse)")
     args = parser.parse_args(argv)
     result = export_checkpoint(
-        args.checkpoint, args.output, image_size=args.image_size, opset=args.opset, input_dtype=args.input_dtype
+        args.checkpoint,
+        args.output,
+        image_size=args.image_size,
+        opset=args.opset,
+        input_dtype=args.input_dtype,
+        overwrite=args.overwrite,
     )
     meta = result.metadata
     outputs = ", ".join(o["name"] for o in meta["outputs"])

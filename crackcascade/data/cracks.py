@@ -7,9 +7,11 @@ Two dataset formats are read, each from one folder:
   uncompressed counts, ``iscrowd`` 0 or 1) are accepted; all instances of a class in an image
   are unioned; an image without annotations is crack-free (an all-zero mask).
 * **Mask pairs**: ``folder/images/*`` and ``folder/masks/*`` paired by file stem (a mask may
-  have any image suffix, usually ``.png``). With one class any non-zero pixel of a grayscale or
-  RGB mask is that class (0/255 masks); with several classes the mask holds class indices
-  ``1..K`` (palette PNGs are read by palette index, grayscale by value).
+  have any lossless image suffix, usually ``.png``; JPEG and lossy WebP masks are refused). With
+  one class a grayscale mask holds 0 and 255 (or 1), an RGB mask black and one crack colour, and
+  a palette mask the crack at index 1 (Phi-Net's 0/1/2: indices 2-254 are other classes); with
+  several classes the mask holds class indices ``1..K`` (palette PNGs are read by palette index,
+  grayscale by value). See :mod:`crackcascade.data.maskcheck` for what is refused rather than guessed.
 
 A *scale folder* (``root/<scale>/``, one per scale of :data:`crackcascade.labels.SCALES`) holds
 either
@@ -25,13 +27,16 @@ A folder holding both ``annotations.json`` and ``images/`` + ``masks/`` is read 
 ``format="auto"``.
 
 Readers validate at read time what is cheap (keys, unique image, annotation and category ids,
-paths, symlinks out of the dataset folder, polygon and RLE shapes, image and mask sizes from file
-headers) and fail with one line naming ``annotations.json`` or the file and the image or
-annotation id. With ``on_error="skip"`` the bad entry is skipped instead, counted in
-:attr:`RecordList.skipped` and logged as one warning line per kind. Masks are rasterised only in
-:meth:`CrackMaskDataset.__getitem__`; problems that only decoding reveals (a mask value above K,
-a truncated file) raise there, or with the data module's ``on_error="skip"`` leave the sample
-out of its batch, counted at the end of the epoch (see :mod:`crackcascade.data.sampling`).
+paths, symlinks out of the dataset folder, polygons within the image and RLE strings that
+decode to the image's size, so that pycocotools never sees input it would hang or crash on, image
+and mask sizes and mask formats from file headers) and fail with one line naming
+``annotations.json`` or the file and the image or annotation id. With ``on_error="skip"`` the
+bad entry is skipped instead, counted in :attr:`RecordList.skipped` and logged as one warning
+line per kind. Masks are rasterised only in :meth:`CrackMaskDataset.__getitem__`; problems that
+only decoding reveals (a mask value above K, values other than 0/1/255 in a one-class mask, a
+crack drawn in the alpha channel, a truncated file) raise there, or with the data module's
+``on_error="skip"`` leave the sample out of its batch, counted at the end of the epoch (see
+:mod:`crackcascade.data.sampling`).
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 
 from crackcascade.data.io import FOLLOW_SYMLINKS_ENV, escape_message, is_image_file, read_image, scan_images
+from crackcascade.data.maskcheck import INDEX_MODES, check_segmentation, decode_mask, lossy_format, lossy_message
 from crackcascade.data.phinet import SPLIT_ALIASES, SPLITS
 from crackcascade.data.transforms import JointTransform
 from crackcascade.errors import ConfigError, DataError
@@ -221,11 +227,11 @@ def image_size(path: Path) -> tuple[int, int]:
     return height, width
 
 
-def _header(path: Path) -> tuple[int, int, str]:
-    """``(height, width, mode)`` of a mask file from its header (masks have no EXIF rotation)."""
+def _header(path: Path) -> tuple[int, int, str, str | None]:
+    """``(height, width, mode, lossy format or None)`` of a mask file from its header (masks have no EXIF rotation)."""
     with Image.open(path) as img:
         width, height = img.size
-        return height, width, img.mode
+        return height, width, img.mode, lossy_format(img, path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -241,6 +247,7 @@ _BAD_PATH = "images whose file_name escapes the folder"
 _MISSING = "images whose file is missing"
 _UNREADABLE = "images that cannot be read"
 _BAD_SIZE = "images whose size differs from annotations.json"
+_BAD_SIDE = "images whose height or width is not a whole number"
 _DUPLICATE = "images with a duplicate id"
 _DUPLICATE_ANNOTATION = "annotations with a duplicate id (with their images)"
 _DUPLICATE_CATEGORY = "categories with a duplicate id (with the images they label)"
@@ -248,8 +255,6 @@ _ESCAPING = "files that resolve outside the dataset folder"
 _UNKNOWN_IMAGE = "annotations for an unknown image id"
 _UNKNOWN_CATEGORY = "annotations with an unknown category_id (with their images)"
 _OTHER_CLASS = "annotations of a category not in data.classes"
-_BAD_POLYGON = "annotations with a bad polygon (with their images)"
-_BAD_RLE = "annotations with a bad RLE (with their images)"
 
 
 def read_coco(folder: str | Path, classes: Sequence[str] = DEFAULT_CLASSES, on_error: OnError = "raise") -> RecordList:
@@ -383,6 +388,14 @@ def _coco_images(
                 _DUPLICATE, f"{where}: id {image_id} is used by {seen[image_id]} images; give each a unique id", stem
             )
             continue
+        side = next((k for k in ("height", "width") if not _is_whole(entry[k])), None)
+        if side is not None:
+            problems.report(
+                _BAD_SIDE,
+                f"{where}: {side} must be a whole number of pixels, got {entry[side]!r}; fix the export",
+                stem,
+            )
+            continue
         if not _is_relative_inside(name):
             problems.report(
                 _BAD_PATH, f"{where}: file_name escapes the dataset folder; make it relative to {folder}", stem
@@ -413,6 +426,29 @@ def _coco_images(
     return images
 
 
+def _is_whole(value: Any) -> bool:
+    """Whether a JSON value is a positive whole number (``64`` or ``64.0``; not ``"64"`` nor ``true``)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return value > 0 and float(value).is_integer()
+
+
+def _id_mismatch(field: str, ident: Any, known: dict[str, Any]) -> str | None:
+    """Say so when ``ident`` names a known id but as another JSON type (``"2"`` for ``2``), else None."""
+    twin = known.get(str(ident))
+    if twin is None or type(twin) is type(ident):
+        return None
+
+    def kind(value: Any) -> str:
+        return "string" if isinstance(value, str) else "number"
+
+    owner = field.removesuffix("_id")
+    return (
+        f"{field} {ident!r} is a {kind(ident)} but the {owner} id is the {kind(twin)} {twin!r}; "
+        "write the ids as numbers in both places"
+    )
+
+
 def _is_relative_inside(name: str) -> bool:
     posix = PurePosixPath(name.replace("\\", "/"))
     windows = PureWindowsPath(name)
@@ -441,6 +477,8 @@ def _coco_annotations(
     spoiled: set[Any] = set()
     # pycocotools indexes annotations by id: of two with one id, one silently replaces the other.
     seen = Counter(e["id"] for e in entries if isinstance(e, dict) and "id" in e)
+    listed_texts = {str(i): i for i in listed_ids}
+    category_texts = {str(c): c for c in categories}
     for position, entry in enumerate(entries):
         key = _missing_key(entry, _ANNOTATION_KEYS)
         if key is not None:
@@ -462,11 +500,15 @@ def _coco_annotations(
         if image_id not in images:
             # An annotation of an image skipped above goes with it; only a dangling id is a problem.
             if image_id not in listed_ids:
-                problems.report(_UNKNOWN_IMAGE, f"{where}: no image has id {image_id}; fix the export")
+                mismatch = _id_mismatch("image_id", image_id, listed_texts)
+                problems.report(_UNKNOWN_IMAGE, f"{where}: {mismatch or f'no image has id {image_id}; fix the export'}")
+                if mismatch is not None and listed_texts[str(image_id)] in images:
+                    spoiled.add(listed_texts[str(image_id)])  # the image it meant would lack this annotation
             continue
         category = entry["category_id"]
         if category not in categories:
-            problems.report(_UNKNOWN_CATEGORY, f"{where}: category_id {category} is not in categories")
+            mismatch = _id_mismatch("category_id", category, category_texts)
+            problems.report(_UNKNOWN_CATEGORY, f"{where}: {mismatch or f'category_id {category} is not in categories'}")
             spoiled.add(image_id)
             continue
         name, value = categories[category]
@@ -478,7 +520,7 @@ def _coco_annotations(
             )
             continue
         entry_image = images[image_id][0]
-        problem = _check_segmentation(entry["segmentation"], int(entry_image["height"]), int(entry_image["width"]))
+        problem = check_segmentation(entry["segmentation"], int(entry_image["height"]), int(entry_image["width"]))
         if problem is not None:
             kind, text = problem
             problems.report(kind, f"{where}: {text}")
@@ -492,39 +534,6 @@ def _coco_annotations(
     return [ann for ann in kept if ann["image_id"] in images]
 
 
-def _check_segmentation(segmentation: Any, height: int, width: int) -> tuple[str, str] | None:
-    """Return ``(kind, message)`` for a segmentation pycocotools cannot rasterise correctly."""
-    if isinstance(segmentation, dict):
-        size, counts = segmentation.get("size"), segmentation.get("counts")
-        if not (isinstance(size, list | tuple) and len(size) == 2) or counts is None:
-            return _BAD_RLE, "RLE needs 'size' [height, width] and 'counts'; fix the export"
-        if [int(size[0]), int(size[1])] != [height, width]:
-            return _BAD_RLE, f"RLE size {list(size)} differs from the image's [{height}, {width}]; re-export it"
-        if isinstance(counts, list):
-            if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts):
-                return _BAD_RLE, "uncompressed RLE counts must be non-negative integers"
-            if sum(counts) != height * width:
-                return _BAD_RLE, f"RLE counts sum to {sum(counts)}, not height x width = {height * width}"
-        elif not isinstance(counts, str | bytes):
-            return _BAD_RLE, "RLE counts must be a string (compressed) or a list of integers"
-        return None
-    if not isinstance(segmentation, list) or not segmentation:
-        return _BAD_POLYGON, "segmentation is neither polygons nor RLE (empty or wrong type); redraw it"
-    for polygon in segmentation:
-        if not isinstance(polygon, list) or not all(
-            isinstance(v, int | float) and not isinstance(v, bool) for v in polygon
-        ):
-            return _BAD_POLYGON, "a polygon must be a flat list of x, y numbers; fix the export"
-        if len(polygon) % 2 or len(polygon) < 6:
-            return (
-                _BAD_POLYGON,
-                f"polygon with {len(polygon)} coordinates (needs an even count and at least 3 points); redraw it",
-            )
-        if not np.isfinite(np.asarray(polygon, dtype=np.float64)).all():
-            return _BAD_POLYGON, "polygon has a NaN or infinite coordinate; redraw it"
-    return None
-
-
 # ---------------------------------------------------------------------------------------------
 # Image/mask pairs
 # ---------------------------------------------------------------------------------------------
@@ -535,9 +544,7 @@ _NO_IMAGE = "masks without an image"
 _UNREADABLE_MASK = "masks that cannot be read"
 _MASK_SIZE = "masks whose size differs from the image"
 _RGB_MASK = "RGB masks where class indices are needed"
-
-_INDEX_MODES = frozenset({"1", "L", "P", "I", "I;16", "I;16B", "I;16L", "LA", "PA"})
-"""Mask modes that hold one value per pixel (an alpha channel is ignored)."""
+_LOSSY_MASK = "masks in a lossy format (JPEG, lossy WebP)"
 
 
 def read_mask_pairs(
@@ -586,9 +593,12 @@ def read_mask_pairs(
             problems.report(_UNREADABLE, f"{image_path}: cannot read image ({err}); replace or remove it", stem)
             continue
         try:
-            mask_h, mask_w, mode = _header(mask_path)
+            mask_h, mask_w, mode, lossy = _header(mask_path)
         except Exception as err:
             problems.report(_UNREADABLE_MASK, f"{mask_path}: cannot read mask ({err}); replace or remove it", stem)
+            continue
+        if lossy is not None:
+            problems.report(_LOSSY_MASK, lossy_message(mask_path, lossy), stem)
             continue
         if (mask_h, mask_w) != (height, width):
             problems.report(
@@ -597,7 +607,7 @@ def read_mask_pairs(
                 stem,
             )
             continue
-        if num_classes > 1 and mode not in _INDEX_MODES:
+        if num_classes > 1 and mode not in INDEX_MODES:
             problems.report(
                 _RGB_MASK,
                 f"{mask_path}: {mode} mask, but with {num_classes} classes masks must hold class indices "
@@ -642,20 +652,27 @@ def load_mask(record: MaskRecord, num_classes: int) -> np.ndarray:
 
     COCO instances are rasterised with ``pycocotools.mask`` and unioned per class; where classes
     overlap, the one listed first in ``classes`` wins (crack is drawn over spalling). For a mask
-    file see :func:`read_mask_pairs`; with one class a palette mask keeps only index 1, as
-    palette masks (Phi-Net's 0/1/2) hold class indices and the other indices are other classes.
+    file see :func:`~crackcascade.data.maskcheck.decode_mask`; with one class a palette mask keeps
+    only index 1, as palette masks (Phi-Net's 0/1/2) hold class indices and the other indices are
+    other classes.
 
     Raises:
-        DataError: If a mask file cannot be decoded or holds a value above ``num_classes``.
+        DataError: If a mask file cannot be decoded, is lossy or holds values it would have to
+            guess at (see :mod:`crackcascade.data.maskcheck`), or a segmentation is one
+            pycocotools cannot rasterise.
     """
     if record.mask is not None:
-        return _decode_mask(record.mask, num_classes)
+        return decode_mask(record.mask, num_classes)
     if record.height is None or record.width is None:
         raise DataError(f"{record.source}: image {record.image} has no height/width; cannot rasterise")
     height, width = record.height, record.width
     out = np.zeros((height, width), dtype=np.int64)
     by_class: dict[int, list[Any]] = {}
     for instance in record.instances:
+        # read_coco checked these already; a record built by hand must not reach pycocotools unchecked either.
+        problem = check_segmentation(instance.segmentation, height, width)
+        if problem is not None:
+            raise DataError(f"{record.source}: annotation id {instance.annotation_id} of {record.image}: {problem[1]}")
         by_class.setdefault(instance.class_index, []).extend(_rles(instance.segmentation, height, width))
     for value in sorted(by_class, reverse=True):
         union = mask_utils.decode(mask_utils.merge(by_class[value])).astype(bool)
@@ -670,37 +687,6 @@ def _rles(segmentation: Any, height: int, width: int) -> list[Any]:
         return [mask_utils.frPyObjects(segmentation, height, width)]
     counts = segmentation["counts"]
     return [{"size": [height, width], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}]
-
-
-def _decode_mask(path: Path, num_classes: int) -> np.ndarray:
-    try:
-        with Image.open(path) as img:
-            mode = img.mode
-            values = np.asarray(img)
-    except Exception as err:
-        raise DataError(f"{path}: cannot decode mask ({err}); replace or remove it") from None
-    if mode in ("LA", "PA", "RGBA"):
-        values = values[..., :-1]  # alpha is transparency, not a class
-    if num_classes == 1:
-        if mode in ("P", "PA"):
-            crack = values.reshape(values.shape[:2]) == 1
-        elif values.ndim == 3:
-            crack = values.any(axis=2)
-        else:
-            crack = values != 0
-        return crack.astype(np.int64)
-    if values.ndim == 3:
-        if values.shape[2] != 1:
-            raise DataError(f"{path}: {mode} mask, but with {num_classes} classes masks must hold class indices")
-        values = values[..., 0]
-    out = values.astype(np.int64)
-    top = int(out.max(initial=0))
-    if top > num_classes or int(out.min(initial=0)) < 0:
-        raise DataError(
-            f"{path}: mask value {top} but only {num_classes} classes (1..{num_classes}); "
-            "list a class for every mask value in data.classes"
-        )
-    return out
 
 
 # ---------------------------------------------------------------------------------------------

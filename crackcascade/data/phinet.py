@@ -11,15 +11,18 @@ labels, arrays and manifests always raise, as skipping them would change what th
 
 from __future__ import annotations
 
+import codecs
 import csv
+import io
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
 from crackcascade.data.io import BadFiles, check_files_exist, escape_message, scan_images
-from crackcascade.errors import DataError
+from crackcascade.errors import DataError, first_line
 from crackcascade.labels import IGNORE_INDEX, TASK_NAMES, Task, get_task, normalize_name, task_index
 
 Format = Literal["auto", "arrays", "folders", "csv"]
@@ -209,19 +212,25 @@ def _read_y_array(task_dir: Path, split: str, task: Task, n: int) -> np.ndarray:
 
 
 def decode_labels(y: np.ndarray, task: Task, source: str) -> np.ndarray:
-    """Turn integer or one-hot labels into validated class indices.
+    """Turn integer, one-hot or class-name labels into validated class indices.
 
     Args:
-        y: ``(N,)`` or ``(N, 1)`` integers, or ``(N, C)`` one-hot rows.
+        y: ``(N,)`` or ``(N, 1)`` integers, ``(N, C)`` one-hot rows, or ``(N,)`` strings: class
+            names of the task in any spelling :meth:`~crackcascade.labels.Task.class_index`
+            accepts, or indices written as text, as in a CSV manifest.
         task: The task the labels belong to (gives C).
         source: File named in errors.
 
     Raises:
         DataError: On a wrong shape, non-integer values, one-hot rows that do not sum to one,
-            or labels outside ``[0, C)``.
+            a string that is not a class of the task, or labels outside ``[0, C)``.
     """
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
+    if y.dtype.kind in "US":
+        if y.ndim != 1:
+            raise DataError(f"{source}: class-name labels must be one name per image (N,), got shape {tuple(y.shape)}")
+        y = _names_to_indices(y, task, source)
     if y.ndim == 2:
         if y.shape[1] != task.num_classes:
             raise DataError(
@@ -245,6 +254,26 @@ def decode_labels(y: np.ndarray, task: Task, source: str) -> np.ndarray:
             f"({task.num_classes} classes: {', '.join(task.classes)})"
         )
     return labels
+
+
+def _names_to_indices(y: np.ndarray, task: Task, source: str) -> np.ndarray:
+    """Map the strings of a label array (class names, or indices as text) to integers; the range is checked later."""
+    names, inverse = np.unique(y, return_inverse=True)
+    values = []
+    for name in names.tolist():
+        text = (name.decode("utf-8", "replace") if isinstance(name, bytes) else name).strip()
+        if text.lstrip("-").isdigit():
+            values.append(int(text))
+            continue
+        try:
+            values.append(task.class_index(text))
+        except KeyError:
+            row = int(np.flatnonzero(y == name)[0])
+            raise DataError(
+                f"{source}: label {text!r} at row {row} is not a class of task '{task.name}' "
+                f"(classes: {', '.join(task.classes)}); use these names or their indices 0..{task.num_classes - 1}"
+            ) from None
+    return np.asarray(values, dtype=np.int64)[inverse.reshape(-1)]
 
 
 def _read_folder_task(task_dir: Path, task: Task, root: Path, bad: BadFiles) -> dict[str, Entry]:
@@ -336,8 +365,8 @@ def read_manifest(
             given two labels for one task, or (unless skipped) a missing or unreadable image.
     """
     bad = bad if bad is not None else BadFiles()
-    with open(csv_path, newline="", encoding="utf-8-sig") as handle:
-        reader = csv.reader(handle)
+    with io.StringIO(_read_text(csv_path), newline="") as handle:
+        reader = _rows(csv_path, csv.reader(handle))
         header = next(reader, None)
         if not header or normalize_name(header[0]) != "path":
             raise DataError(f"{csv_path}: the first column must be 'path' (header: {header})")
@@ -388,6 +417,40 @@ def read_manifest(
     rows = [rows[i] for i in keep_rows]
     matrix = np.stack(rows) if rows else np.zeros((0, len(TASK_NAMES)), dtype=np.int64)
     return Entry(labels=matrix, paths=paths), tuple(t.name for _, t in columns)
+
+
+def _rows(csv_path: Path, reader: Any) -> Iterator[list[str]]:
+    """The rows of a ``csv.reader``, its errors (a NUL byte, an overlong field) as one line naming the file."""
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as err:
+            raise DataError(f"{csv_path}:{reader.line_num}: not valid CSV ({err}); save it as CSV UTF-8") from None
+        yield row
+
+
+def _read_text(csv_path: Path) -> str:
+    """The manifest's text, UTF-8 with or without a byte-order mark; anything else is refused, not guessed.
+
+    Excel saves "CSV" in the system's code page (Latin-1 / cp1252 in Western Europe) and "Unicode
+    text" as UTF-16; read as UTF-8 either would turn accented file names into other names.
+    """
+    try:
+        data = csv_path.read_bytes()
+    except OSError as err:
+        raise DataError(f"{csv_path}: cannot read manifest ({first_line(err)})") from None
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise DataError(f"{csv_path}: the manifest is UTF-16 text; save it as UTF-8 (in Excel: CSV UTF-8)")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise DataError(
+            f"{csv_path}:{line}: not UTF-8 text (byte 0x{data[err.start]:02x}, e.g. an accent saved as Latin-1 "
+            "or Windows-1252); save the manifest as UTF-8 (in Excel: CSV UTF-8)"
+        ) from None
 
 
 def _parse_cell(cell: str, task: Task, where: str) -> int:

@@ -531,9 +531,8 @@ class CrackCascade(pl.LightningModule):
         return records
 
     def _task_records(self, probabilities: Mapping[str, Tensor]) -> dict[str, dict[str, Any]]:
-        trained = self.classifier._data_tasks  # heads that were trained, in the official order
         out = {}
-        for task in (t for t in self.classifier.tasks if t in trained):
+        for task in self.classifier.trained_tasks:
             classes = get_task(task).classes
             values = probabilities[task].tolist()
             best = max(range(len(values)), key=values.__getitem__)

@@ -11,7 +11,8 @@ import pytorch_lightning as pl
 import timm
 import torch
 import torch.nn.functional as F  # noqa: N812
-from pytorch_lightning.utilities import rank_zero_info, rank_zero_only
+from pytorch_lightning.trainer.states import TrainerFn
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 from torch import Tensor, nn
 from torchmetrics import Metric
 from torchmetrics.classification import BinaryConfusionMatrix
@@ -274,7 +275,12 @@ class MultiTaskClassifier(pl.LightningModule):
         if _DAMAGE_TYPE.name in self.tasks:
             self.crack_confusion = nn.ModuleDict({f"{stage}_cm": BinaryConfusionMatrix() for stage in CRACK_STAGES})
         self.last_metrics: dict[str, dict[str, float]] = {}
+        # Tasks the data of the current run labels; heads known to be trained (None: not known, all
+        # count); heads whose metrics count in validate/test (the trained ones of the data).
         self._data_tasks: set[str] = set(self.tasks)
+        self._trained_tasks: set[str] | None = None
+        self._scored: set[str] = set(self.tasks)
+        self._untrained_crack_head = False  # validate/test reads crack scores from a damage-type head never trained
         # Validation previews for W&B (rank zero only): task -> (image, caption); None when not collecting.
         self._previews: dict[str, tuple[Tensor, str]] | None = None
 
@@ -297,12 +303,20 @@ class MultiTaskClassifier(pl.LightningModule):
         features = self.backbone(self.normalize(images))
         return {t: head(features) for t, head in self.heads.items()}
 
+    @property
+    def trained_tasks(self) -> tuple[str, ...]:
+        """The heads that were trained, in head order: the checkpoint's record, else the tasks a fit's data labels."""
+        trained = self._trained_tasks if self._trained_tasks is not None else self._data_tasks
+        return tuple(t for t in self.tasks if t in trained)
+
     def setup(self, stage: str) -> None:
         """Check that the data's tasks all have a head (photos to predict carry no labels)."""
         if stage == "predict" or self._trainer is None:
             return
         data_tasks = getattr(getattr(self.trainer, "datamodule", None), "tasks", ())
         self._data_tasks = set(data_tasks or self.tasks)
+        if stage == "fit":
+            self._trained_tasks = set(self._data_tasks)  # a resumed fit's checkpoint says the same when restored
         missing = [t for t in data_tasks if t not in self.tasks]
         if missing:
             raise ConfigError(
@@ -311,14 +325,43 @@ class MultiTaskClassifier(pl.LightningModule):
             )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Record which heads were trained, so ``predict`` reports only those."""
-        checkpoint["crackcascade_trained_tasks"] = [t for t in self.tasks if t in self._data_tasks]
+        """Record which heads were trained, so ``predict`` reports and ``test`` scores only those."""
+        checkpoint["crackcascade_trained_tasks"] = list(self.trained_tasks)
         # Class names as trained, so a later change of labels.py is caught when the file is loaded.
         checkpoint["crackcascade_task_classes"] = {t: list(get_task(t).classes) for t in self.tasks}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Restore the trained tasks (checkpoints from other tools have every head trained)."""
-        self._data_tasks = set(checkpoint.get("crackcascade_trained_tasks", self.tasks))
+        self._trained_tasks = set(checkpoint.get("crackcascade_trained_tasks", self.tasks))
+
+    def _choose_scored(self, stage: str) -> None:
+        """Score every head while fitting; in ``validate``/``test`` leave out (and name once) the untrained ones.
+
+        A head that never trained answers at random: its accuracy would read as a result. Crack
+        scores read from an untrained damage-type head are still given, with a warning saying so.
+        """
+        self._scored = set(self.tasks)
+        self._untrained_crack_head = False
+        if self.trainer.state.fn == TrainerFn.FITTING:
+            return
+        trained = set(self.trained_tasks)
+        self._untrained_crack_head = self.crack_confusion is not None and _DAMAGE_TYPE.name not in trained
+        untrained = [t for t in self.tasks if t in self._data_tasks and t not in trained]
+        if untrained:
+            self._scored -= set(untrained)
+            rank_zero_warn(
+                f"{stage}: the model's {', '.join(untrained)} head(s) were never trained (trained: "
+                f"{', '.join(sorted(trained)) or 'none'}); their {stage} metrics are left out, as predict leaves "
+                "them out"
+            )
+
+    def on_validation_start(self) -> None:
+        """Choose the heads to score (see :meth:`_choose_scored`)."""
+        self._choose_scored("validate")
+
+    def on_test_start(self) -> None:
+        """Choose the heads to score (see :meth:`_choose_scored`)."""
+        self._choose_scored("test")
 
     def on_train_start(self) -> None:
         """Apply ``freeze_backbone_epochs`` also to an epoch resumed mid-way, which gets no epoch-start hook."""
@@ -337,13 +380,17 @@ class MultiTaskClassifier(pl.LightningModule):
             return None  # every sample of the step was skipped (on_error=skip): no update
         labels = batch["labels"]
         logits = self(batch["image"])
+        if stage != "train":
+            logits = {task: value for task, value in logits.items() if task in self._scored}
         loss, per_task = masked_cross_entropy(
             logits, labels, self.task_weights, self.hparams["label_smoothing"] if stage == "train" else 0.0
         )
         if stage == "train":
             check_finite_loss(self, loss, {f"{task} loss": value for task, value in per_task.items()}, batch)
         size = len(labels)
-        self.log(f"{stage}_loss", loss, prog_bar=True, batch_size=size, sync_dist=stage != "train")
+        # Without a scored head the data labels, the loss would be an exact 0 (the same on every rank).
+        if stage == "train" or self._data_tasks & set(logits):
+            self.log(f"{stage}_loss", loss, prog_bar=True, batch_size=size, sync_dist=stage != "train")
         # Lightning keeps a training step's values only on the steps it writes to the loggers,
         # and every log() call costs CPU time in every step; so the eight per-task losses are
         # logged on those steps only (the total, shown in the progress bar, on every step).
@@ -354,7 +401,12 @@ class MultiTaskClassifier(pl.LightningModule):
             self.log(f"{stage}_{task}_loss", task_loss, batch_size=size, sync_dist=stage != "train")
         for task, task_logits in logits.items():
             self._confusion(stage, task).update(task_logits.detach().argmax(1), labels[:, task_index(task)])
-        if "crack" in batch and self.crack_confusion is not None and stage in CRACK_STAGES:
+        if (
+            "crack" in batch
+            and self.crack_confusion is not None
+            and _DAMAGE_TYPE.name in logits
+            and stage in CRACK_STAGES
+        ):
             predicted = predicts_crack(logits[_DAMAGE_TYPE.name].detach())
             self._crack_confusion(stage).update(predicted.long(), torch.as_tensor(batch["crack"]).long())
         if stage == "val" and self._previews is not None:
@@ -451,7 +503,14 @@ class MultiTaskClassifier(pl.LightningModule):
             warnings.filterwarnings("ignore", message=r"The ``compute`` method of metric", category=UserWarning)
             matrix = metric.compute()
         metric.reset()
-        return binary_scores(matrix) if matrix.sum() > 0 else {}
+        if matrix.sum() == 0:
+            return {}
+        if self._untrained_crack_head and not self.trainer.sanity_checking:
+            rank_zero_warn(
+                f"{stage}: crack scores are read from the damage_type head, which this checkpoint records as never "
+                f"trained (trained: {', '.join(self.trained_tasks) or 'none'}); train it on Phi-Net damage types first"
+            )
+        return binary_scores(matrix)
 
     @rank_zero_only
     def _save_confusion(self, stage: str, matrices: dict[str, Any], log_dir: str | None) -> None:
@@ -521,7 +580,7 @@ class MultiTaskClassifier(pl.LightningModule):
         if not has_samples(batch):
             return []
         logits = self(batch["image"])
-        probabilities = {t: logits[t].float().softmax(1).cpu() for t in self.tasks if t in self._data_tasks}
+        probabilities = {t: logits[t].float().softmax(1).cpu() for t in self.trained_tasks}
         records = []
         for i, path in enumerate(batch["path"]):
             record: dict[str, Any] = {"path": path, "tasks": {}}
