@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from torchmetrics import Metric
 from torchmetrics.classification import BinaryConfusionMatrix
 
+from crackcascade.checkpoints import CLASS_KEY, class_path
 from crackcascade.data.sampling import has_samples
 from crackcascade.errors import ConfigError
 from crackcascade.hardware import CompileMode
@@ -311,7 +312,8 @@ class MultiTaskClassifier(pl.LightningModule):
             )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Record which heads were trained, so ``predict`` reports only those."""
+        """Record the model's class (the file says what it holds) and the trained heads (``predict`` reports those)."""
+        checkpoint[CLASS_KEY] = class_path(type(self))
         checkpoint["crackcascade_trained_tasks"] = [t for t in self.tasks if t in self._data_tasks]
         # Class names as trained, so a later change of labels.py is caught when the file is loaded.
         checkpoint["crackcascade_task_classes"] = {t: list(get_task(t).classes) for t in self.tasks}
