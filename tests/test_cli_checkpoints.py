@@ -47,9 +47,10 @@ KINDS: dict[str, dict[str, Any]] = {
 }  # fmt: skip
 
 
-def _trainer(**kwargs: Any) -> pl.Trainer:
+def _trainer(root: Path, **kwargs: Any) -> pl.Trainer:
+    # root: where the classifier writes its confusion matrices (the log folder, here without a logger).
     return pl.Trainer(
-        accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        default_root_dir=root, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False, **kwargs,
     )  # fmt: skip
 
@@ -80,7 +81,7 @@ def checkpoints(roots: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
             model: pl.LightningModule = MultiTaskClassifier(backbone="test_resnet", optimizer="adamw", lr=1e-3)
         else:
             model = CrackSegmenter(encoder_name="tu-test_resnet", lr=1e-3, tile_size=64, tile_overlap=16)
-        trainer = _trainer(max_epochs=1)
+        trainer = _trainer(out, max_epochs=1)
         trainer.fit(model, datamodule=_datamodule(kind, roots[kind]))
         if kind == "unet":
             model.threshold.fill_(THRESHOLD)  # type: ignore[operator]
@@ -126,13 +127,14 @@ def test_test_and_validate_score_the_checkpoint(
     _run("validate", kind, roots[kind], ckpt, tmp_path / "val", model)
 
     reference = spec["class"].load_from_checkpoint(ckpt, weights_only=True)
-    expected = _trainer().test(reference, datamodule=_datamodule(kind, roots[kind]), verbose=False)[0]
+    python, data = _trainer(tmp_path / "python"), _datamodule(kind, roots[kind])
+    expected = python.test(reference, datamodule=data, verbose=False)[0]
     got = _metrics(tmp_path / "test")
     assert set(expected) <= set(got)
     for key, value in expected.items():
         assert got[key] == pytest.approx(float(value), rel=1e-5, abs=1e-7), key
     fresh = spec["class"](**{k: v for k, v in reference.hparams.items() if not k.startswith("_")})
-    untrained = _trainer().test(fresh, datamodule=_datamodule(kind, roots[kind]), verbose=False)[0]
+    untrained = python.test(fresh, datamodule=data, verbose=False)[0]
     assert untrained["test_loss"] != pytest.approx(got["test_loss"], rel=1e-5), "the loss tells the weights apart"
     if kind == "unet":
         saved = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]["threshold"]
@@ -140,7 +142,7 @@ def test_test_and_validate_score_the_checkpoint(
         if origin != "cli":
             assert got["test_threshold"] == pytest.approx(THRESHOLD), "the threshold buffer of the checkpoint"
 
-    validated = _trainer().validate(reference, datamodule=_datamodule(kind, roots[kind]), verbose=False)[0]
+    validated = python.validate(reference, datamodule=data, verbose=False)[0]
     assert _metrics(tmp_path / "val")["val_loss"] == pytest.approx(float(validated["val_loss"]), rel=1e-5)
 
 
@@ -161,8 +163,8 @@ def test_predict_and_resume_from_the_checkpoint(
     records = json.loads((out / "predictions.json").read_text())
 
     reference = spec["class"].load_from_checkpoint(ckpt, weights_only=True)
-    expected = [r for batch in _trainer().predict(reference, datamodule=_datamodule(kind, roots[kind],
-                predict_root=str(photos))) for r in batch]  # fmt: skip
+    photos_data = _datamodule(kind, roots[kind], predict_root=str(photos))
+    expected = [r for batch in _trainer(tmp_path / "python").predict(reference, datamodule=photos_data) for r in batch]
     assert [Path(r["path"]).name for r in records] == [Path(r["path"]).name for r in expected] == ["p0.png", "p1.png"]
     for ours, theirs in zip(records, expected, strict=True):
         if kind == "classifier":
@@ -239,7 +241,7 @@ def test_a_two_class_unet_on_one_class_data_names_both_class_lists(
                             size=64, seed=4)  # fmt: skip
     model = CrackSegmenter(encoder_name="tu-test_resnet", classes=["crack", "spalling"], tile_size=64, tile_overlap=16)
     ckpt = tmp_path / "two.ckpt"
-    trainer = _trainer(max_epochs=1, limit_val_batches=0)
+    trainer = _trainer(tmp_path, max_epochs=1, limit_val_batches=0)
     data = CrackMaskDataModule(root=str(two), scales=["pixel"], classes=["crack", "spalling"], image_size=64)
     trainer.fit(model, datamodule=data)
     trainer.save_checkpoint(ckpt)
@@ -251,3 +253,21 @@ def test_a_two_class_unet_on_one_class_data_names_both_class_lists(
         "trained on the data's classes"
     )
     assert not (tmp_path / "logs").exists(), "the failed test left no empty log folder"
+
+
+def test_a_checkpoint_whose_settings_the_model_no_longer_takes_is_one_line(
+    roots: dict[str, Path], checkpoints: dict[tuple[str, str], Path], tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    saved = torch.load(checkpoints["unet", "python"], map_location="cpu", weights_only=True)
+    saved["hyper_parameters"]["gone_option"] = 3  # as from a version of CrackSegmenter that had it
+    other = tmp_path / "other version.ckpt"
+    torch.save(saved, other)
+    line = _error(
+        capsys, ["test", *KINDS["unet"]["data"], "--data.root", str(roots["unet"]), "--ckpt_path", str(other)]
+    )
+    assert line == (
+        f"crackcascade: error: --ckpt_path '{other}': its hyper-parameters do not fit crackcascade.CrackSegmenter "
+        "(unknown option --model.gone_option); it was saved by another version of the model: use that version, "
+        "or retrain"
+    )
