@@ -177,7 +177,7 @@ class CrackcascadeCLI(LightningCLI):
         hparams = {k: v for k, v in dict(checkpoint.get("hyper_parameters") or {}).items() if not k.startswith("_")}
         model = config.get("model")
         asked = model.get("class_path") if model is not None else None
-        target = _checkpoint_model(ckpt_path, checkpoint, asked, subcommand)
+        target = _checkpoint_model(ckpt_path, checkpoint, asked)
         if target is None:
             return
         update: dict[str, object] = {"class_path": target}
@@ -261,9 +261,9 @@ class CrackcascadeCLI(LightningCLI):
         except BaseException as err:
             if self.trainer.is_global_zero:
                 discard_unused_folders(self.trainer, created)
-            # Lightning answers Ctrl-C with sys.exit(1) from inside its KeyboardInterrupt handler.
             if isinstance(err, SIGTERMException):
                 raise StoppedError(_stopped_line(self.trainer, subcommand, "SIGTERM", started), SIGTERM_EXIT) from None
+            # Lightning answers Ctrl-C with sys.exit(1) from inside its KeyboardInterrupt handler.
             if isinstance(err, KeyboardInterrupt) or (
                 isinstance(err, SystemExit) and isinstance(err.__context__, KeyboardInterrupt)
             ):
@@ -286,7 +286,7 @@ def _stopped_line(trainer: pl.Trainer, subcommand: str, signal: str, started: fl
     return f"stopped by {signal} at {where}; {what}"
 
 
-def _checkpoint_model(path: str, checkpoint: dict, asked: str | None, subcommand: str) -> str | None:
+def _checkpoint_model(path: str, checkpoint: dict, asked: str | None) -> str | None:
     """The model class for ``--ckpt_path``: ``asked`` (the config's) if the checkpoint holds one, else the recorded one.
 
     Raises:
@@ -313,8 +313,8 @@ def _checkpoint_model(path: str, checkpoint: dict, asked: str | None, subcommand
     judged = "" if recorded else " (judging by its hyper-parameters)"
     raise ConfigError(
         f"--ckpt_path '{path}' holds a {saved_class_.__name__} checkpoint{judged}, but the config asks for model "
-        f"{asked_class.__name__}; {subcommand} it with --model {class_path(saved_class_)} and data of its kind "
-        "(or the config.yaml of the run that trained it)"
+        f"{asked_class.__name__}; pass --model {class_path(saved_class_)} and data of its kind, or the config.yaml "
+        "of the run that trained it"
     )
 
 

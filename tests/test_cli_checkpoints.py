@@ -210,8 +210,8 @@ def test_a_checkpoint_given_to_a_config_of_the_other_model_is_one_line(
         held, asked = KINDS[holds]["class"].__name__, KINDS[asks]["class"].__name__
         assert line == (
             f"crackcascade: error: --ckpt_path '{ckpt}' holds a {held} checkpoint, but the config asks for model "
-            f"{asked}; test it with --model {KINDS[holds]['model']} and data of its kind (or the config.yaml of the "
-            "run that trained it)"
+            f"{asked}; pass --model {KINDS[holds]['model']} and data of its kind, or the config.yaml of the run "
+            "that trained it"
         )
     assert not list(tmp_path.iterdir()), "refused before any log folder was made"
 
@@ -224,8 +224,8 @@ def test_an_old_checkpoint_is_judged_by_its_hyper_parameters(
     line = _error(capsys, ["test", "--model", "MultiTaskClassifier", *data])
     assert line == (
         f"crackcascade: error: --ckpt_path '{old}' holds a CrackSegmenter checkpoint (judging by its "
-        "hyper-parameters), but the config asks for model MultiTaskClassifier; test it with --model "
-        "crackcascade.CrackSegmenter and data of its kind (or the config.yaml of the run that trained it)"
+        "hyper-parameters), but the config asks for model MultiTaskClassifier; pass --model "
+        "crackcascade.CrackSegmenter and data of its kind, or the config.yaml of the run that trained it"
     )
     line = _error(capsys, ["test", *data])
     assert line == (
