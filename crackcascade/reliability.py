@@ -38,6 +38,8 @@ from crackcascade.errors import ConfigError, NumericalError
 
 MIB = 1 << 20
 _MID_EPOCH_WARNING = "You're resuming from a checkpoint that ended before the epoch ended"
+DEFAULT_OPTION = "--trainer.default_root_dir or logger save_dir"
+"""The options that choose where logs and checkpoints go, for error messages."""
 LOG_SPACE = 16 * MIB
 """Free space a log folder needs (metrics, configs, confusion matrices)."""
 
@@ -91,8 +93,22 @@ def _existing_ancestor(path: Path) -> Path:
     return path
 
 
-def _check_writable(folder: Path, role: str) -> Path:
-    """Fail with one line unless ``folder`` (or the nearest existing folder above it) takes a file."""
+def check_writable(folder: Path, role: str, option: str = DEFAULT_OPTION) -> Path:
+    """Fail with one line unless ``folder`` (or the nearest existing folder above it) takes a file.
+
+    Creates nothing: it writes and removes a probe file in the nearest existing folder.
+
+    Args:
+        folder: The folder a run will write to.
+        role: What goes there, for the message (``logs``, ``checkpoints``, ``predictions``).
+        option: The option(s) that choose the folder, for the message.
+
+    Returns:
+        The nearest existing folder.
+
+    Raises:
+        ConfigError: Naming the folder and ``option``: a file is in the way, no permission, read-only.
+    """
     base = _existing_ancestor(folder)
     probe = base / f".crackcascade-write-test-{os.getpid()}"
     try:
@@ -102,10 +118,7 @@ def _check_writable(folder: Path, role: str) -> Path:
         probe.unlink()
     except OSError as err:
         reason = err.strerror or str(err)
-        raise ConfigError(
-            f"cannot write the {role} folder '{folder}' ({reason}); choose a writable --trainer.default_root_dir "
-            "or logger save_dir"
-        ) from None
+        raise ConfigError(f"cannot write the {role} folder '{folder}' ({reason}); choose a writable {option}") from None
     return base
 
 
@@ -126,7 +139,7 @@ def preflight(trainer: pl.Trainer, module: torch.nn.Module | None = None) -> Non
     callbacks = [c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint)]
     size = checkpoint_bytes(module) if module is not None else 0
     for folder, role in output_dirs(trainer).items():
-        base = _check_writable(folder, role)
+        base = check_writable(folder, role)
         free = shutil.disk_usage(base).free
         if role == "checkpoints":
             count = len(callbacks) + 1
@@ -139,6 +152,64 @@ def preflight(trainer: pl.Trainer, module: torch.nn.Module | None = None) -> Non
                 f"only {free / MIB:.0f} MiB free for the {role} folder '{folder}', but {detail}; "
                 "free disk space or choose another --trainer.default_root_dir"
             )
+
+
+# ---- the folders of a failed run ----------------------------------------------------------------
+
+_BOOKKEEPING = ("config.yaml", "hparams.yaml")
+"""What every run writes to its log folder before it does anything: the resolved config, the loggers' hparams."""
+_EVENTS = "events.out.tfevents."
+
+
+def missing_folders(trainer: pl.Trainer) -> set[Path]:
+    """The output folders of a run about to start (see :func:`output_dirs`) and their parents that do not exist yet."""
+    missing: set[Path] = set()
+    for folder in output_dirs(trainer):
+        path = folder.absolute()
+        while not path.exists() and path != path.parent:
+            missing.add(path)
+            path = path.parent
+    return missing
+
+
+def discard_unused_folders(trainer: pl.Trainer, created: set[Path]) -> list[Path]:
+    """After a failed run, remove the folders it created if it wrote nothing there but bookkeeping.
+
+    A run that fails before training (a bad data root, an option that only the data can refute)
+    has already made its log folder (``version_N``) and written the resolved ``config.yaml``,
+    the loggers' ``hparams.yaml`` and a TensorBoard event file into it; left behind, each failed
+    try adds an empty-looking version and moves the next run's number on. A folder is removed
+    only if this run created it (it is in ``created``, taken by :func:`missing_folders` before the
+    run), holds nothing but those files and removed sub-folders, and the run logged no metric;
+    anything else (a checkpoint, ``metrics.csv``, a folder that existed before) is kept whole.
+
+    Returns:
+        The folders removed.
+    """
+    if trainer.logged_metrics or trainer.callback_metrics:
+        return []  # the event files and loggers may hold this run's curves
+    removed: list[Path] = []
+    for folder in sorted(created, key=lambda p: len(p.parts), reverse=True):
+        if folder.is_symlink() or not folder.is_dir():
+            continue
+        entries = list(folder.iterdir())
+        if not all(_bookkeeping(entry) for entry in entries):
+            continue
+        try:
+            for entry in entries:
+                entry.unlink()
+            folder.rmdir()
+        except OSError:
+            continue  # a file appeared meanwhile, or no permission: keep what is left
+        removed.append(folder)
+    return removed
+
+
+def _bookkeeping(entry: Path) -> bool:
+    """A file that a run writes before it produces anything (see :data:`_BOOKKEEPING`)."""
+    if entry.is_symlink() or not entry.is_file():
+        return False
+    return entry.name in _BOOKKEEPING or entry.name.startswith(_EVENTS)
 
 
 # ---- numerical faults -------------------------------------------------------------------------

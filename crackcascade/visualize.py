@@ -16,6 +16,7 @@ from pytorch_lightning.callbacks import BasePredictionWriter
 from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import ConcatDataset
 
+from crackcascade.reliability import check_writable
 from crackcascade.report import describe, overlay, overlay_thumbnail, write_report
 
 
@@ -63,13 +64,16 @@ class PredictionWriter(BasePredictionWriter):
         return self._output if self._output is not None else self._resolve_folder(trainer)
 
     def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Start a fresh set of output names for this run and fix the output folder."""
+        """Start a fresh set of output names for this run; fix the output folder and check it can be written."""
         self._names = set()
         self._thumbnails = {}
         self._overlays = {}
         # trainer.log_dir is a broadcast: every process asks once, here, never per batch (their
         # batch counts may differ by one).
         self._output = self._resolve_folder(trainer)
+        # Now, not after every photo was predicted: writing starts with the first batch's masks or at the end.
+        chosen = "" if self.output_dir is not None else " (or --trainer.default_root_dir)"
+        check_writable(self._output, "predictions", f"--prediction_writer.output_dir{chosen}")
         # Named in photo order, as one process names them while it goes; every process plans the same names.
         paths = _dataset_paths(trainer.predict_dataloaders)
         self._planned = None if paths is None else {path: self._unique_name(path) for path in paths}

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from torchmetrics import Metric
 from torchmetrics.classification import BinaryConfusionMatrix
 
+from crackcascade.checkpoints import CLASS_KEY, class_path
 from crackcascade.data.sampling import has_samples
 from crackcascade.errors import ConfigError
 from crackcascade.hardware import CompileMode
@@ -325,7 +326,8 @@ class MultiTaskClassifier(pl.LightningModule):
             )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Record which heads were trained, so ``predict`` reports and ``test`` scores only those."""
+        """Record the model's class and the trained heads (``predict`` reports and ``test`` scores only those)."""
+        checkpoint[CLASS_KEY] = class_path(type(self))
         checkpoint["crackcascade_trained_tasks"] = list(self.trained_tasks)
         # Class names as trained, so a later change of labels.py is caught when the file is loaded.
         checkpoint["crackcascade_task_classes"] = {t: list(get_task(t).classes) for t in self.tasks}

@@ -19,6 +19,7 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_only
 from torch import Tensor, nn
 from torchmetrics import MeanMetric, Metric
 
+from crackcascade.checkpoints import CLASS_KEY, class_path
 from crackcascade.data.sampling import has_samples
 from crackcascade.errors import ConfigError, WeightsError
 from crackcascade.hardware import CompileMode
@@ -695,7 +696,19 @@ class CrackSegmenter(pl.LightningModule):
         self._scales[stage].append(scale)
 
     def setup(self, stage: str) -> None:
-        """Create the metrics of every evaluation scale up front (all DDP ranks then sync the same ones)."""
+        """Check the data's mask classes; create the metrics of every evaluation scale up front.
+
+        All DDP ranks then sync the same metrics.
+        """
+        found = getattr(attached_datamodule(self), "classes", None)
+        data_classes = list(found) if isinstance(found, list | tuple) else []
+        if stage != TrainerFn.PREDICTING and data_classes and data_classes != self.classes:
+            # Channel i is scored against mask value i + 1: other names, or another count, score nonsense.
+            raise ConfigError(
+                f"model.classes {self.classes} differ from data.classes {data_classes} (channel i is mask "
+                f"value i + 1); pass --data.classes [{', '.join(self.classes)}] with masks of these classes, "
+                "or use a model trained on the data's classes"
+            )
         for eval_stage in EVAL_STAGES:
             for scale in self._eval_scales() or ():
                 self._add_scale(eval_stage, scale)
@@ -884,6 +897,10 @@ class CrackSegmenter(pl.LightningModule):
         """Log test scores at the validation thresholds and print the table."""
         self._epoch_end("test")
         self.print_summary("test")
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Record the class, so the file says what it holds (``crackcascade test --ckpt_path`` reads it)."""
+        checkpoint[CLASS_KEY] = class_path(type(self))
 
     def on_fit_end(self) -> None:
         """Print the last validation scores per scale and class."""
