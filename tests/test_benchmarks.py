@@ -27,19 +27,19 @@ def _run(script: str, *args: str) -> str:
     return result.stdout
 
 
-def test_tiled_inference_benchmark_quick() -> None:
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "tiled_inference.py"), "--quick"],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=300,
-    )
-    rows = [line for line in result.stdout.splitlines() if "|" in line and not line.lstrip().startswith("MP")]
-    assert len(rows) == 2, result.stdout
-    for row in rows:
-        untiled, tiled = row.split("|")[1].split(), row.split("|")[2].split()
-        assert float(untiled[0]) > 0 and float(tiled[0]) > 0 and float(tiled[1]) > 0
+def test_tiled_inference_memory_stays_flat_as_the_photo_grows() -> None:
+    out = _run("tiled_inference.py", "--quick", "--threads", "1")
+    rows = [line for line in out.splitlines() if "|" in line and not line.lstrip().startswith("MP")]
+    assert len(rows) == 2, out
+    cells = [[[float(v) for v in part.split()] for part in row.split("|")[1:]] for row in rows]
+    small_mp, large_mp = (float(row.split()[0]) for row in rows)
+    (small_untiled_s, _, small_untiled_added), (small_tiled_s, _, small_added, _) = cells[0]
+    (_, _, large_untiled_added), (_, _, large_added, _) = cells[1]
+    assert large_mp / small_mp == pytest.approx(5.0, rel=0.02) and small_untiled_s > 0 and small_tiled_s > 0
+    # The measure sees memory: the whole-photo pass needs about as many times more as there are pixels ...
+    assert large_untiled_added >= 3 * small_untiled_added, out
+    # ... while tiles keep what inference adds flat.
+    assert large_added <= 1.5 * small_added + 0.02, out
 
 
 def test_crackforest_benchmark_quick(tmp_path: Path) -> None:
@@ -136,7 +136,8 @@ def test_multitask_inference_benchmark_quick() -> None:
     rows = [line for line in out.splitlines() if line.startswith(("8 single", "1 eight"))]
     assert len(rows) == 2, out
     baseline, ours = (_number(r[50:60]) for r in rows)
-    assert rows[0].rstrip().endswith("1.00x") and ours > baseline, "one backbone pass costs less than eight"
+    assert rows[0].rstrip().endswith("1.00x")
+    assert ours >= 4 * baseline, "one eight-head pass is at least 4x cheaper than eight single-task models"
     shapes = [line.split() for line in out.splitlines() if line.split()[:1] and line.split()[0] in TASK_NAMES]
     assert [s[0] for s in shapes] == list(TASK_NAMES) and all(s[1:3] == s[3:5] for s in shapes), out
     assert "output shapes equal: yes" in out
@@ -160,9 +161,14 @@ def test_cascade_gating_benchmark_quick(tmp_path: Path) -> None:
         "U-Net alone, every photo (baseline)", "cascade, ungated", "cascade, gated (damage_state)",
     ], out  # fmt: skip
     values = [[float(v.rstrip("x")) for v in r[38:].split()] for r in rows]
-    assert values[0][0] == values[1][0] == 1.0 and 0.0 <= values[2][0] <= 1.0, "fraction segmented"
+    assert values[0][0] == values[1][0] == 1.0, "fraction segmented"
     assert all(v[1] > 0 and v[2] > 0 for v in values) and values[0][3] == values[1][4] == 1.0
     for v in values:  # the two ratio columns are each row's total over the U-Net alone and the ungated cascade
         assert v[3] == pytest.approx(v[1] / values[0][1], rel=0.02, abs=0.01)
         assert v[4] == pytest.approx(v[1] / values[1][1], rel=0.02, abs=0.01)
-    assert "8 synthetic photos of 128x128, 4 crack-free" in out
+    assert "12 synthetic photos of 128x128, 6 crack-free" in out
+    # The gate learned (right more often than always opening it on a half-clean set) and closed on
+    # some photos, which the gated cascade then did not segment: it costs less than the ungated one.
+    right = int(re.search(r"gate \(trained here in \d+ s\): (\d+)/12 photos right", out).group(1))
+    assert right >= 9, out
+    assert values[2][0] < 1.0 and values[2][1] < 0.95 * values[1][1], out

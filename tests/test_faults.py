@@ -147,7 +147,9 @@ def test_sigterm_saves_a_checkpoint_mid_epoch_exits_143_and_resumes_exactly(
     sent = time.monotonic()
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=120)
-    assert time.monotonic() - sent < 60, "stopped promptly, at the end of the current batch"
+    # A batch takes well under a second; the bound leaves a busy 2-core machine room. Where it
+    # stopped is proved below (exit 143, a checkpoint at the step it was paused on).
+    assert time.monotonic() - sent < 100, "stopped promptly, at the end of the current batch"
     killed = tmp_path / "lightning_logs" / "version_0"
     last = killed / "checkpoints" / "last.ckpt"
     assert process.returncode == 143, stderr[-3000:]
