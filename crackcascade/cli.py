@@ -19,6 +19,7 @@ import crackcascade
 from crackcascade.arguments import CrackcascadeParser, OptionError, locate
 from crackcascade.checkpoints import TRUST_ENV, class_path, import_class, load_checkpoint, saved_class, trusted
 from crackcascade.errors import ConfigError, StoppedError, find_error, one_line
+from crackcascade.hardware import default_precision
 from crackcascade.reliability import (
     RunGuard,
     check_writable,
@@ -392,7 +393,9 @@ def main(args: Sequence[str] | None = None) -> int:
             save_config_kwargs={"overwrite": True},
             seed_everything_default=0,
             auto_configure_optimizers=False,
-            trainer_defaults={"callbacks": [RunGuard()]},
+            # bf16 mixed precision where the hardware runs it natively (about 2-3x faster training
+            # steps on such CPUs and GPUs), else full precision; --trainer.precision overrides it.
+            trainer_defaults={"callbacks": [RunGuard()], "precision": default_precision()},
             # None lets LightningCLI read sys.argv itself (it warns when given both).
             args=None if args is None else argv,
         )

@@ -312,3 +312,25 @@ def test_batch_finder_takes_onednn_allocation_failures_for_out_of_memory() -> No
     with _count_onednn_failures_as_oom():
         assert batch_size_scaling.is_oom_error(onednn)
     assert batch_size_scaling.is_oom_error is original
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_precision_defaults_to_bf16_only_where_the_hardware_runs_it(
+    native: bool, phinet_roots: dict[str, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import yaml
+
+    import crackcascade.hardware
+
+    monkeypatch.setattr(crackcascade.hardware, "bf16_supported", lambda: native)
+    command = ["fit", "--model", "MultiTaskClassifier", "--data", "PhiNetDataModule",
+               "--data.root", str(phinet_roots["arrays"])]  # fmt: skip
+
+    def printed(*extra: str) -> dict:
+        with pytest.raises(SystemExit) as info:
+            main([*command, *extra, "--print_config"])
+        assert info.value.code == 0
+        return yaml.safe_load(capsys.readouterr().out)
+
+    assert str(printed()["trainer"]["precision"]) == ("bf16-mixed" if native else "32")
+    assert printed("--trainer.precision", "32-true")["trainer"]["precision"] == "32-true", "an explicit value wins"
