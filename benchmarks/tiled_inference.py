@@ -21,6 +21,7 @@ import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 # Photo sizes (height, width): 4:3 like drone and phone cameras.
 SIZES_MP: dict[float, tuple[int, int]] = {
@@ -57,7 +58,7 @@ def run_one(megapixels: float, mode: str, encoder: str, tile: int, overlap: int,
 def resident_gib() -> float:
     """Resident memory of this process now (Linux ``/proc/self/statm``), 0 where it cannot be read."""
     try:
-        pages = int(open("/proc/self/statm").read().split()[1])
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
     except (OSError, IndexError, ValueError):
         return 0.0
     return pages * resource.getpagesize() / 2**30
