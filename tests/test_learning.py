@@ -36,9 +36,7 @@ from crackcascade.labels import get_task
 pytestmark = pytest.mark.learning
 
 
-def fit(
-    model: pl.LightningModule, data: pl.LightningDataModule, out: Path, epochs: int, **options: Any
-) -> pl.Trainer:
+def fit(model: pl.LightningModule, data: pl.LightningDataModule, out: Path, epochs: int, **options: Any) -> pl.Trainer:
     """Train on the CPU with a CSV logger under ``out`` (no progress bar, no sanity check)."""
     trainer = pl.Trainer(
         max_epochs=epochs,
