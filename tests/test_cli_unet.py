@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import csv
+import html
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
+from crackcascade import CrackSegmenter
 from crackcascade.cli import main
 
 from .conftest import CONF, ROOT
@@ -59,8 +63,6 @@ def test_fit_test_predict(fmt: str, crack_roots: dict[str, Path], tmp_path: Path
 
 
 def test_two_classes_from_palette_masks(tmp_path: Path, cli_runs: list) -> None:
-    import torch
-
     from crackcascade.data.synthetic import write_crack_masks
 
     root = tmp_path / "two"
@@ -104,8 +106,6 @@ def test_two_classes_from_palette_masks(tmp_path: Path, cli_runs: list) -> None:
 
 
 def test_paper_and_demo_configs_run(crack_roots: dict[str, Path], tmp_path: Path, cli_runs: list) -> None:
-    import torch
-
     main(["fit", "--config", str(ROOT / "configs" / "unet_object_structural.yaml"), "--data.root",
           str(crack_roots["masks"]), "--data.scales", "[object]", "--data.num_workers", "0",
           "--trainer.fast_dev_run", "true", "--trainer.accelerator", "cpu", "--trainer.devices", "1",
@@ -144,6 +144,45 @@ def test_paper_and_demo_configs_run(crack_roots: dict[str, Path], tmp_path: Path
                 assert np.asarray(Image.open(folder / "images" / name)).shape == (64, 64, 3)
                 found_crack |= bool((mask == 255).any())
     assert found_crack, "some synthetic photos are cracked"
+
+
+def _band(self: CrackSegmenter, image: torch.Tensor) -> torch.Tensor:
+    """Stand-in for ``CrackSegmenter.segment``: a straight crack 6 px wide and 100 px long on every photo."""
+    probabilities = torch.zeros((len(self.classes), *image.shape[-2:]))
+    probabilities[0, 40:46, 10:110] = 0.9
+    return probabilities
+
+
+def test_px_per_mm_reaches_the_csv_and_the_report(
+    crack_roots: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(CrackSegmenter, "segment", _band)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (90, 120, 3), dtype=np.uint8)).save(photos / "p.png")
+    out = tmp_path / "out"
+    main(["predict", "--model", "CrackSegmenter", "--model.encoder_name", "tu-test_resnet", "--model.tile_size", "64",
+          "--model.tile_overlap", "16", "--model.threshold", "0.5", "--model.px_per_mm", "4.0",
+          "--data", "CrackMaskDataModule", "--data.root", str(crack_roots["masks"]), "--data.predict_root", str(photos),
+          "--prediction_writer.output_dir", str(out), "--trainer.accelerator", "cpu", "--trainer.logger", "false",
+          "--trainer.default_root_dir", str(tmp_path / "root")])  # fmt: skip
+    (record,) = json.loads((out / "predictions.json").read_text())
+    found = record["measurements"]
+    assert found["px_per_mm"] == 4.0 and found["count"] == 1
+    assert found["max_width_px"] == pytest.approx(6, abs=1) and found["total_length_px"] == pytest.approx(100, rel=0.05)
+    # A measured width in mm is the pixel width over px_per_mm (the same for the length).
+    assert found["max_width_mm"] == pytest.approx(found["max_width_px"] / 4.0, abs=1e-4)
+    assert found["total_length_mm"] == pytest.approx(found["total_length_px"] / 4.0, abs=1e-4)
+    with open(out / "predictions.csv", newline="") as handle:
+        (row,) = csv.DictReader(handle)
+    assert float(row["max_width_mm"]) == pytest.approx(float(row["max_width_px"]) / 4.0, abs=0.05)
+    assert float(row["total_length_mm"]) == pytest.approx(float(row["total_length_px"]) / 4.0, abs=0.05)
+    assert float(row["max_width_mm"]) == pytest.approx(found["max_width_mm"], abs=1e-4)
+    # The sentence gives the sizes in mm, and the report shows it.
+    width = f"{found['max_width_mm']:.2f}".rstrip("0").rstrip(".")
+    assert f"max width {width} mm" in record["summary"] and " px" not in record["summary"], record["summary"]
+    assert row["summary"] == record["summary"]
+    assert html.escape(record["summary"]) in (out / "report.html").read_text()
 
 
 def test_bad_crack_data_is_one_line(
