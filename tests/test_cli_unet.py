@@ -146,6 +146,45 @@ def test_paper_and_demo_configs_run(crack_roots: dict[str, Path], tmp_path: Path
     assert found_crack, "some synthetic photos are cracked"
 
 
+def test_pixel_config_prints_and_runs(
+    crack_roots: dict[str, Path], tmp_path: Path, cli_runs: list, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import yaml
+
+    command = ["fit", "--config", str(ROOT / "configs" / "unet_pixel.yaml"), "--data.root", str(crack_roots["masks"])]
+    with pytest.raises(SystemExit) as info:
+        main([*command, "--print_config"])
+    assert info.value.code == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    model, data = printed["model"], printed["data"]
+    # The paper's pixel-level U-Net: ResNet-34 encoder, BCE + Dice, Adam lr 1e-4, 256 px crops, batch 8.
+    assert model["class_path"] == "crackcascade.CrackSegmenter"
+    assert data["class_path"] == "crackcascade.CrackMaskDataModule"
+    expected_model = {
+        "encoder_name": "resnet34",
+        "classes": ["crack"],
+        "loss": "bce+dice",
+        "optimizer": "adam",
+        "lr": 0.0001,
+        "threshold": None,
+    }
+    assert {k: model["init_args"][k] for k in expected_model} == expected_model
+    expected_data = {"scales": ["pixel"], "classes": ["crack"], "image_size": 256, "batch_size": 8}
+    assert {k: data["init_args"][k] for k in expected_data} == expected_data
+    assert printed["trainer"]["max_epochs"] == 100
+    monitors = [c["init_args"].get("monitor") for c in printed["trainer"]["callbacks"] if "init_args" in c]
+    assert "val_f1" in monitors
+
+    main([*command, "--data.num_workers", "0", "--trainer.fast_dev_run", "true", "--trainer.accelerator", "cpu",
+          "--trainer.devices", "1", "--trainer.default_root_dir", str(tmp_path / "out")])  # fmt: skip
+    (cli,) = cli_runs
+    assert [len(getattr(cli.model.model.encoder, f"layer{i}")) for i in range(1, 5)] == [3, 4, 6, 3]
+    (optimizer,) = cli.trainer.optimizers
+    assert isinstance(optimizer, torch.optim.Adam) and optimizer.param_groups[0]["lr"] == 0.0001
+    assert list(cli.datamodule.hparams["scales"]) == ["pixel"] and cli.trainer.global_step == 1
+    assert {"val_f1", "val_pixel_crack_f1"} <= set(cli.trainer.callback_metrics)
+
+
 def _band(self: CrackSegmenter, image: torch.Tensor) -> torch.Tensor:
     """Stand-in for ``CrackSegmenter.segment``: a straight crack 6 px wide and 100 px long on every photo."""
     probabilities = torch.zeros((len(self.classes), *image.shape[-2:]))
