@@ -212,7 +212,8 @@ def write_records_csv(records: Sequence[dict[str, Any]], path: Path) -> None:
     Classification records give ``<task>`` and ``<task>_probability`` columns; segmentation
     records give ``mask_path``, ``<class>_fraction`` and crack measurement columns; cascade records give each
     task's class, the scale, gate score, whether the U-Net ran, crack count, length and width,
-    the mask and overlay files and the one-sentence summary.
+    the mask and overlay files and the one-sentence summary. Records measured with a pixel size
+    (``--model.px_per_mm``) add ``total_length_mm`` and ``max_width_mm`` after the pixel values.
     """
     first = records[0] if records else {}
     if "tasks" in first and "segmented" in first:
@@ -229,21 +230,38 @@ def write_records_csv(records: Sequence[dict[str, Any]], path: Path) -> None:
         header = ["path", "mask_path", *[f"{c}_fraction" for c in classes]]
         rows = [[r["path"], r.get("mask_path", ""), *[f"{r['fractions'][c]:.6f}" for c in classes]] for r in records]
         if "summary" in first:
-            header += ["cracks", "total_length_px", "max_width_px", "overlay_path", "summary"]
+            in_mm = _measured_in_mm(records)
+            header += ["cracks", "total_length_px", "max_width_px", *(MM_COLUMNS if in_mm else [])]
+            header += ["overlay_path", "summary"]
             for row, r in zip(rows, records, strict=True):
                 found = r.get("measurements") or {}
                 row += [found.get("count", 0), f"{found.get('total_length_px', 0.0):.1f}"]
-                row += [f"{found.get('max_width_px', 0.0):.1f}", r.get("overlay_path", ""), r.get("summary", "")]
+                row += [f"{found.get('max_width_px', 0.0):.1f}", *(_mm_values(found) if in_mm else [])]
+                row += [r.get("overlay_path", ""), r.get("summary", "")]
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(header)
         writer.writerows(rows)
 
 
+MM_COLUMNS = ["total_length_mm", "max_width_mm"]
+"""CSV columns of the crack measurements in mm, present when some record was measured with a pixel size."""
+
+
+def _measured_in_mm(records: Sequence[dict[str, Any]]) -> bool:
+    return any((r.get("measurements") or {}).get("px_per_mm") is not None for r in records)
+
+
+def _mm_values(found: dict[str, Any]) -> list[str]:
+    # Empty for a photo not measured (gated out) or measured in pixels only.
+    return [f"{found[c]:.4f}" if found.get(c) is not None else "" for c in MM_COLUMNS]
+
+
 def _cascade_rows(records: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
     tasks = list(records[0]["tasks"])
+    in_mm = _measured_in_mm(records)
     header = ["path", *tasks, "scale", "gate_score", "segmented", "cracks", "total_length_px", "max_width_px"]
-    header += ["mask_path", "overlay_path", "summary"]
+    header += [*(MM_COLUMNS if in_mm else []), "mask_path", "overlay_path", "summary"]
     rows = []
     for r in records:
         gate = r.get("gate") or {}
@@ -258,6 +276,7 @@ def _cascade_rows(records: Sequence[dict[str, Any]]) -> tuple[list[str], list[li
                 found.get("count", 0),
                 f"{found.get('total_length_px', 0.0):.1f}",
                 f"{found.get('max_width_px', 0.0):.1f}",
+                *(_mm_values(found) if in_mm else []),
                 r.get("mask_path", ""),
                 r.get("overlay_path", ""),
                 r.get("summary", ""),
