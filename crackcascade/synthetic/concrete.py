@@ -16,11 +16,7 @@ from crackcascade.synthetic.rendering import check_size, render_scene
 from crackcascade.synthetic.scene import CONCRETE, CRACK_TYPES, PIXEL
 from crackcascade.synthetic.writers import check_integers, mapper
 
-# ---------------------------------------------------------------------------------------------
-# Concrete-crack writer (the layout of Özgenel's set)
-# ---------------------------------------------------------------------------------------------
-
-_CONCRETE_STREAM = MASK_STREAM + 1  # seed stream of the concrete-crack sets, distinct from the writers above
+_CONCRETE_STREAM = MASK_STREAM + 1  # seed stream of the concrete-crack sets, distinct from the other writers'
 
 
 @dataclass(frozen=True)

@@ -22,10 +22,6 @@ from crackcascade.synthetic.scene import (
 )
 from crackcascade.synthetic.textures import texture_cells
 
-# ---------------------------------------------------------------------------------------------
-# Damage: cracks and spalling
-# ---------------------------------------------------------------------------------------------
-
 _SMOOTHING = np.array([0.25, 0.5, 0.75, 1.0, 0.75, 0.5, 0.25]) / math.sqrt(2.625)  # unit-variance output
 
 

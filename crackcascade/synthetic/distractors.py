@@ -9,10 +9,6 @@ import numpy as np
 from crackcascade.synthetic.drawing import blend, layer_alpha, new_layer, pick, pixel_grid, uniform, value_noise
 from crackcascade.synthetic.scene import Layout, Rng
 
-# ---------------------------------------------------------------------------------------------
-# Distractors and photometric variation
-# ---------------------------------------------------------------------------------------------
-
 
 def draw_joints(rng: Rng, image: np.ndarray, size: int, layout: Layout) -> np.ndarray:
     """Formwork, mortar or expansion joints: long perfectly straight lines on the surfaces."""

@@ -12,10 +12,6 @@ from PIL import Image, ImageDraw
 
 from crackcascade.synthetic.scene import Array, Point, Rng
 
-# ---------------------------------------------------------------------------------------------
-# Small helpers
-# ---------------------------------------------------------------------------------------------
-
 
 def pick(rng: Rng, options: Sequence[Any]) -> Any:
     """Uniform choice that returns the element itself (plain Python types stay plain)."""
@@ -116,7 +112,7 @@ def band_coordinate(size: int, centre: tuple[float, float], angle: float, width:
 
 
 def polygon_mask(size: int, points: Sequence[tuple[float, float]]) -> np.ndarray:
-    """Coverage (float32 in ``[0, 1]``) of the filled polygon through ``points``."""
+    """Boolean ``size`` x ``size`` mask of the filled polygon through ``points``."""
     layer, draw = new_layer(size)
     draw.polygon(points, fill=255)
     return np.asarray(layer) > 0

@@ -45,10 +45,6 @@ from crackcascade.synthetic.scene import (
 )
 from crackcascade.synthetic.textures import surface_texture
 
-# ---------------------------------------------------------------------------------------------
-# Scene layouts
-# ---------------------------------------------------------------------------------------------
-
 
 def _background(rng: Rng, size: int, horizon: Point, dim_surfaces: bool) -> tuple[np.ndarray, int]:
     """Sky over ground, optionally with dim out-of-focus surfaces; returns (image, horizon row)."""

@@ -22,10 +22,6 @@ from crackcascade.synthetic.rendering import check_size, render_scene
 from crackcascade.synthetic.scene import CRACK_TYPES, SPALLED
 from crackcascade.synthetic.writers import CSV_STREAM, SPLITS, check_integers, mapper
 
-# ---------------------------------------------------------------------------------------------
-# Crack-mask writer
-# ---------------------------------------------------------------------------------------------
-
 MASK_FORMATS: tuple[str, ...] = ("coco", "masks")
 """On-disk formats :func:`write_crack_masks` writes."""
 

@@ -58,10 +58,6 @@ from crackcascade.synthetic.scene import (
     class_name,
 )
 
-# ---------------------------------------------------------------------------------------------
-# Attribute resolution and rendering
-# ---------------------------------------------------------------------------------------------
-
 
 def check_size(size: object) -> int:
     """Return ``size`` if it is an integer side of at least 32 px, else raise a one-line ValueError."""

@@ -18,10 +18,6 @@ from crackcascade.synthetic.drawing import (
 )
 from crackcascade.synthetic.scene import MASONRY, STEEL, Rng
 
-# ---------------------------------------------------------------------------------------------
-# Surface textures
-# ---------------------------------------------------------------------------------------------
-
 
 def surface_texture(rng: Rng, material: str, size: int, grain: float, axis: float) -> np.ndarray:
     """A full-frame ``(size, size, 3)`` float texture of ``material``.

@@ -22,10 +22,6 @@ from crackcascade.labels import (
 from crackcascade.synthetic.rendering import check_size, sample_for_task
 from crackcascade.synthetic.scene import FORMATS, TASK_SCALES
 
-# ---------------------------------------------------------------------------------------------
-# Writers
-# ---------------------------------------------------------------------------------------------
-
 _J = TypeVar("_J")
 _R = TypeVar("_R")
 

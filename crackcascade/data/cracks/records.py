@@ -18,7 +18,9 @@ from crackcascade.errors import ConfigError, DataError
 from crackcascade.labels import CRACK, IGNORE_INDEX, normalize_name
 
 logger = logging.getLogger(__name__)
+
 MaskFormat = Literal["auto", "coco", "masks"]
+"""Dataset format of a folder: ``coco``, ``masks`` (image/mask pairs), or ``auto`` to detect it."""
 
 DEFAULT_CLASSES: tuple[str, ...] = (CRACK,)
 """Classes of a crack-only mask (class index 1; 0 is background)."""
