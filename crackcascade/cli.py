@@ -29,6 +29,7 @@ from crackcascade.reliability import (
     output_dirs,
     preflight,
 )
+from crackcascade.synthetic import main as synthesize
 from crackcascade.tracking import push_config, wandb_loggers
 from crackcascade.visualize import PredictionWriter
 
@@ -370,8 +371,6 @@ def main(args: Sequence[str] | None = None) -> int:
         if args is None:
             sys.argv[1:] = argv  # LightningCLI reads sys.argv itself (it warns when given both)
         if argv[:1] == ["synthesize"]:
-            from crackcascade.data.synthetic import main as synthesize
-
             return synthesize(argv[1:])
         if argv[:1] == ["convert"]:
             from crackcascade.checkpoints import main as convert

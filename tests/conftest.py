@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from crackcascade.cli import CrackcascadeCLI
-from crackcascade.data.synthetic import write_phinet
+from crackcascade.synthetic import write_phinet
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = Path(__file__).resolve().parent / "conf"
@@ -42,7 +42,7 @@ def phinet_format(request: pytest.FixtureRequest, phinet_roots: dict[str, Path])
 @pytest.fixture(scope="session")
 def crack_roots(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Tiny synthetic crack-mask sets (pixel and object scales) as mask pairs and as COCO."""
-    from crackcascade.data.synthetic import write_crack_masks
+    from crackcascade.synthetic import write_crack_masks
 
     roots = {}
     for fmt in ("masks", "coco"):

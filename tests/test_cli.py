@@ -14,8 +14,8 @@ import torch
 
 import crackcascade
 from crackcascade.cli import main
-from crackcascade.data.synthetic import write_phinet
 from crackcascade.labels import TASK_NAMES
+from crackcascade.synthetic import write_phinet
 
 from .conftest import CONF, ROOT
 
@@ -255,7 +255,7 @@ def test_corrupt_image_in_worker_is_one_line(
 def test_a_failing_run_keeps_its_progress(
     phinet_roots: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from crackcascade.data.datasets import ImageFileDataset
+    from crackcascade.data.phinet import ImageFileDataset
     from crackcascade.errors import DataError
 
     calls = {"n": 0}

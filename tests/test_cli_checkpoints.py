@@ -23,7 +23,7 @@ from PIL import Image
 from crackcascade import CrackMaskDataModule, CrackSegmenter, MultiTaskClassifier, PhiNetDataModule
 from crackcascade.checkpoints import CLASS_KEY
 from crackcascade.cli import main
-from crackcascade.data.synthetic import write_crack_masks
+from crackcascade.synthetic import write_crack_masks
 
 from .conftest import CONF, ROOT
 

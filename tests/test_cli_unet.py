@@ -63,7 +63,7 @@ def test_fit_test_predict(fmt: str, crack_roots: dict[str, Path], tmp_path: Path
 
 
 def test_two_classes_from_palette_masks(tmp_path: Path, cli_runs: list) -> None:
-    from crackcascade.data.synthetic import write_crack_masks
+    from crackcascade.synthetic import write_crack_masks
 
     root = tmp_path / "two"
     write_crack_masks(root, format="masks", scales=("pixel",), classes=("crack", "spalling"), n_train=6, n_test=2,

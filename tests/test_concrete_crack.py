@@ -14,10 +14,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from crackcascade import ConcreteCrackDataModule, MultiTaskClassifier
 from crackcascade.cli import main
-from crackcascade.data.datasets import label_vector
-from crackcascade.data.synthetic import write_concrete_cracks
+from crackcascade.data.phinet import label_vector
 from crackcascade.errors import DataError
 from crackcascade.labels import CRACK_DAMAGE_TYPES, IGNORE_INDEX, get_task, task_index
+from crackcascade.synthetic import write_concrete_cracks
 
 from .conftest import CONF, ROOT, SHARED_DATA
 

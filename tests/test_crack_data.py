@@ -27,11 +27,11 @@ from crackcascade.data.cracks import (
     read_mask_pairs,
     read_mask_splits,
 )
-from crackcascade.data.synthetic import main as synthesize
-from crackcascade.data.synthetic import write_crack_masks
 from crackcascade.data.transforms import segmentation_transform
 from crackcascade.errors import ConfigError, DataError
 from crackcascade.labels import SCALES
+from crackcascade.synthetic import main as synthesize
+from crackcascade.synthetic import write_crack_masks
 
 from .conftest import CONF, SHARED_DATA
 

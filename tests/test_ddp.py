@@ -23,8 +23,8 @@ from PIL import Image
 
 from crackcascade.cli import main
 from crackcascade.data.datamodules import CrackMaskDataModule, PhiNetDataModule
-from crackcascade.data.synthetic import write_crack_masks, write_phinet
 from crackcascade.errors import DataError
+from crackcascade.synthetic import write_crack_masks, write_phinet
 
 from .conftest import CONF, ROOT
 

@@ -20,10 +20,10 @@ from crackcascade import CrackSegmenter, LargestBatchFinder, MultiTaskClassifier
 from crackcascade.cli import main
 from crackcascade.data.datamodules import make_loader
 from crackcascade.data.io import read_image
-from crackcascade.data.synthetic import write_phinet
 from crackcascade.data.transforms import classification_transform
 from crackcascade.errors import ConfigError
 from crackcascade.models.multitask import ConfusionCounts
+from crackcascade.synthetic import write_phinet
 
 from .conftest import CONF
 

@@ -16,9 +16,9 @@ import torch
 from torch.utils.data import Dataset
 
 from crackcascade.data.io import read_image
+from crackcascade.data.types import Sample
 from crackcascade.labels import IGNORE_INDEX, TASK_NAMES
 
-Sample = dict[str, Any]
 Transform = Callable[[torch.Tensor], torch.Tensor]
 
 
