@@ -30,6 +30,7 @@ from crackcascade.data.cracks import (
     read_mask_splits,
 )
 from crackcascade.data.datasets import ArrayTaskDataset, ImageFileDataset, Sample
+from crackcascade.data.gpu_decode import BatchDecoder, DecodeOn, EncodedCollate, ImageBytesDataset, resolve_decode_on
 from crackcascade.data.io import BadFiles, escape_message, list_images, scan_images
 from crackcascade.data.phinet import MANIFEST_KEY, Entry, Format, Index, read_index
 from crackcascade.data.sampling import LoaderDataset, ReplaySampler, SkipCollate
@@ -243,6 +244,11 @@ class PhiNetDataModule(LoaderDataModule):
             smaller than ``image_size``; libjpeg's DCT-domain scaling, several times faster than a
             full decode). The pixels then differ a little from a full decode resized (the README's
             input-pipeline table measures how much); False always decodes at full size.
+        decode_on: ``cpu`` (the workers decode) or ``gpu``: the workers read JPEG files' bytes and
+            the training device decodes, resizes and augments each batch after its transfer
+            (nvJPEG; see :mod:`crackcascade.data.gpu_decode`), so CPU cores stop limiting
+            throughput. Folders and CSV manifests only (arrays are decoded already); falls back to
+            ``cpu`` with a warning where CUDA is absent.
     """
 
     def __init__(
@@ -263,6 +269,7 @@ class PhiNetDataModule(LoaderDataModule):
         on_error: OnError = "raise",
         prefetch_factor: int | None = None,
         jpeg_draft: bool = True,
+        decode_on: DecodeOn = "cpu",
     ) -> None:
         super().__init__()
         check_loader_options(
@@ -295,6 +302,8 @@ class PhiNetDataModule(LoaderDataModule):
         self.predict_root = predict_root
         # Side below which no JPEG is decoded, when draft decoding is on (the transform resizes to it).
         self.decode_size: int | None = image_size if jpeg_draft else None
+        self.decode_on = resolve_decode_on(decode_on)
+        self.decoder = BatchDecoder(image_size, augment) if self.decode_on == "gpu" else None
         self._index: Index | None = None
         self._tasks: tuple[str, ...] | None = self._requested_tasks
         self.datasets: dict[str, dict[str, Dataset[Sample]]] = {}
@@ -340,7 +349,8 @@ class PhiNetDataModule(LoaderDataModule):
                 raise DataError(f"data.root '{self.root}': no {split} split found (expected {where})")
             transform = classification_transform(self.image_size, train=split == "train", augment=self.augment)
             self.datasets[split] = {
-                key: _dataset(entry, transform, self.decode_size) for key, entry in index[split].items()
+                key: _dataset(entry, transform, self.decode_size, self.decoder is not None)
+                for key, entry in index[split].items()
             }
 
     def _predict_dataset(self) -> Dataset[Sample]:
@@ -355,7 +365,9 @@ class PhiNetDataModule(LoaderDataModule):
         per_loader_workers = math.ceil(self.num_workers / len(sets)) if self.num_workers else 0
         loaders = {
             # One seed stream per task, so a task's order does not depend on which others are loaded.
-            key: self.loader(ds, per_loader_batch, True, stream=_stream(key), workers=per_loader_workers)
+            key: self.loader(
+                ds, per_loader_batch, True, self._collate(train=True), stream=_stream(key), workers=per_loader_workers
+            )
             for key, ds in sets.items()
         }
         return CombinedLoader(loaders, mode=self.combined_mode)
@@ -364,7 +376,14 @@ class PhiNetDataModule(LoaderDataModule):
         dataset: Dataset[Sample] = ConcatDataset(list(self.datasets[split].values()))
         # Predict keeps Lightning's own unrepeated sampler, which also tracks each sample's index.
         sampler = eval_sampler(self, dataset, f"{split} split") if split != "predict" else None
-        return self.loader(dataset, self.eval_batch_size, False, sampler=sampler)
+        return self.loader(dataset, self.eval_batch_size, False, self._collate(train=False), sampler=sampler)
+
+    def _collate(self, train: bool) -> EncodedCollate | None:
+        return EncodedCollate(train) if self.decoder is not None else None
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """With ``decode_on="gpu"``, decode, resize and augment the batch's JPEGs on the device it was moved to."""
+        return batch if self.decoder is None else self.decoder(batch)
 
     def val_dataloader(self) -> DataLoader | list[DataLoader]:
         """All tasks' validation images in one loader; metrics split them by label.
@@ -386,9 +405,11 @@ def _stream(key: str) -> int:
     return TASK_NAMES.index(key) if key in TASK_NAMES else len(TASK_NAMES)
 
 
-def _dataset(entry: Entry, transform: Any, min_size: int | None) -> Dataset[Sample]:
+def _dataset(entry: Entry, transform: Any, min_size: int | None, encoded: bool = False) -> Dataset[Sample]:
     if entry.x_path is not None:
         return ArrayTaskDataset(entry.x_path, entry.labels, entry.column, entry.rows, transform)
+    if encoded:  # decode_on="gpu": the device decodes and transforms after the transfer
+        return ImageBytesDataset(entry.paths, entry.labels)
     return ImageFileDataset(entry.paths, entry.labels, transform, min_size=min_size)
 
 

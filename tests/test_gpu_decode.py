@@ -1,0 +1,122 @@
+"""``data.decode_on gpu``: the bytes path, decoded on the CPU here, gives the CPU path's images."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+from PIL import Image
+
+from crackcascade import PhiNetDataModule
+from crackcascade.data.gpu_decode import (
+    BatchDecoder,
+    EncodedCollate,
+    EncodedImages,
+    ImageBytesDataset,
+    resolve_decode_on,
+)
+from crackcascade.data.io import read_image
+from crackcascade.data.synthetic import write_phinet
+from crackcascade.data.transforms import classification_transform
+from crackcascade.errors import ConfigError, DataError
+from crackcascade.models.multitask import collate_tasks
+
+TASK = "damage_state"
+
+
+@pytest.fixture(scope="module")
+def jpeg_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("jpegs")
+    write_phinet(root, format="folders", n_train=12, n_test=0, size=64, tasks=[TASK], seed=2, workers=1)
+    return root
+
+
+def _module(root: Path, decode_on: str, monkeypatch: pytest.MonkeyPatch, **options: object) -> PhiNetDataModule:
+    """A data module; ``gpu`` is kept on this CUDA-less machine by making CUDA look available while it is built."""
+    with monkeypatch.context() as patch:
+        patch.setattr(torch.cuda, "is_available", lambda: decode_on == "gpu")
+        dm = PhiNetDataModule(
+            root=str(root), tasks=[TASK], format="folders", image_size=48, batch_size=12, val_fraction=0.25,
+            pin_memory=False, jpeg_draft=False, decode_on=decode_on, **options,  # type: ignore[arg-type]
+        )  # fmt: skip
+    assert dm.decode_on == decode_on
+    dm.setup("fit")
+    return dm
+
+
+def _train_images(dm: PhiNetDataModule) -> torch.Tensor:
+    batch, _, _ = next(iter(dm.train_dataloader()))
+    return collate_tasks(dm.on_after_batch_transfer(batch, 0))["image"]
+
+
+def test_bytes_path_decoded_on_cpu_equals_the_cpu_path(jpeg_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu, gpu = _module(jpeg_root, "cpu", monkeypatch), _module(jpeg_root, "gpu", monkeypatch)
+    cpu_batch, raw = next(iter(cpu.val_dataloader())), next(iter(gpu.val_dataloader()))
+    assert isinstance(raw["image"], EncodedImages) and len(raw["image"]) == len(cpu_batch["image"]) == 3
+    decoded = gpu.on_after_batch_transfer(raw, 0)
+    assert raw["path"] == cpu_batch["path"] and torch.equal(decoded["labels"], cpu_batch["labels"])
+    assert decoded["image"].dtype == torch.uint8 and decoded["image"].shape == cpu_batch["image"].shape
+    # PIL and torchvision both decode with libjpeg(-turbo)'s default IDCT; the resize is the same v2 call.
+    difference = (decoded["image"].int() - cpu_batch["image"].int()).abs()
+    assert int(difference.max()) <= 1, int(difference.max())
+
+
+def test_training_batches_augment_and_replay_from_the_seed(jpeg_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    plain = _module(jpeg_root, "cpu", monkeypatch, augment=False)
+    gpu = _module(jpeg_root, "gpu", monkeypatch)
+    unaugmented = _module(jpeg_root, "gpu", monkeypatch, augment=False)
+    pl.seed_everything(3, verbose=False)
+    first = _train_images(gpu)
+    pl.seed_everything(3, verbose=False)
+    again = _train_images(gpu)
+    pl.seed_everything(3, verbose=False)
+    reference, bare = _train_images(plain), _train_images(unaugmented)
+    assert first.shape == (9, 3, 48, 48) and torch.equal(first, again), "same seed, same flips and jitter"
+    assert int((bare.int() - reference.int()).abs().max()) <= 1, "no augmentation: the CPU path's images"
+    changed = [not torch.equal(a, b) for a, b in zip(first, bare, strict=True)]
+    assert all(changed), "colour jitter touches every training image"
+
+
+def test_without_cuda_gpu_decoding_falls_back_with_one_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.warns(UserWarning, match=r"^data\.decode_on gpu: CUDA is not available") as caught:
+        assert resolve_decode_on("gpu") == "cpu"
+    assert "\n" not in str(caught[0].message)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert resolve_decode_on("cpu") == "cpu"
+    with pytest.raises(ConfigError, match=r"^data\.decode_on must be 'cpu' or 'gpu', got 'tpu'$"):
+        resolve_decode_on("tpu")
+
+
+def test_png_and_jpeg_in_one_batch(jpeg_root: Path, tmp_path: Path) -> None:
+    jpeg = sorted(jpeg_root.rglob("*.jpg"))[0]
+    png = tmp_path / "photo.png"
+    pixels = np.random.default_rng(0).integers(0, 256, (40, 56, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(png)
+    dataset = ImageBytesDataset([jpeg, png])
+    samples = [dataset[0], dataset[1]]
+    assert samples[0]["image"].data.ndim == 1 and samples[1]["image"].data.shape == (3, 40, 56)
+    batch = EncodedCollate(train=False)(samples)
+    images = BatchDecoder(32)(batch)["image"]
+    resize = classification_transform(32, train=False)
+    expected = torch.stack([resize(read_image(jpeg)), resize(read_image(png))])
+    assert images.shape == (2, 3, 32, 32)
+    assert int((images.int() - expected.int()).abs().max()) <= 1
+    assert torch.equal(images[1], expected[1]), "a PNG is decoded by PIL, exactly as on the CPU path"
+
+
+def test_an_undecodable_jpeg_is_named_in_one_line(jpeg_root: Path, tmp_path: Path) -> None:
+    good = sorted(jpeg_root.rglob("*.jpg"))[0]
+    bad = tmp_path / "cut.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 20)
+    batch = EncodedCollate(train=False)([ImageBytesDataset([good, bad])[i] for i in range(2)])
+    with pytest.raises(DataError) as caught:
+        BatchDecoder(32)(batch)
+    message = str(caught.value)
+    assert message.startswith(f"{bad}: cannot decode JPEG on cpu (") and "data.decode_on cpu" in message
+    assert "\n" not in message
