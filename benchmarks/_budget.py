@@ -105,8 +105,8 @@ class Suite:
                 row.ours = row.baseline = None
                 row.note = f"failed: {type(err).__name__}: {first_line(err)}"[:100]
             row.extra["seconds"] = round(time.perf_counter() - began, 2)
-            gc.collect()
-            if torch.cuda.is_available():
+            if torch.cuda.is_available():  # give the next row the memory (a collection costs seconds on a busy CPU)
+                gc.collect()
                 torch.cuda.empty_cache()
         print(f"  [{time.perf_counter() - self.start:6.1f} s] {name}: {row.note or 'done'}", flush=True)
         return row
