@@ -118,5 +118,20 @@ def test_an_undecodable_jpeg_is_named_in_one_line(jpeg_root: Path, tmp_path: Pat
     with pytest.raises(DataError) as caught:
         BatchDecoder(32)(batch)
     message = str(caught.value)
-    assert message.startswith(f"{bad}: cannot decode JPEG on cpu (") and "data.decode_on cpu" in message
+    assert message.startswith(f"{bad}: cannot decode JPEG (") and "data.decode_on cpu" in message
     assert "\n" not in message
+
+
+def test_a_jpeg_with_an_exif_turn_is_decoded_upright_on_the_cpu(tmp_path: Path) -> None:
+    # nvJPEG ignores EXIF orientation, so such a file must not reach it as bytes.
+    path = tmp_path / "phone.jpg"
+    pixels = np.zeros((24, 40, 3), dtype=np.uint8)
+    pixels[:, :8] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6  # turn 90 degrees clockwise to view
+    Image.fromarray(pixels).save(path, exif=exif, quality=95)
+    plain = tmp_path / "plain.jpg"
+    Image.fromarray(pixels).save(plain, quality=95)
+    turned, upright = ImageBytesDataset([path, plain])[0]["image"], ImageBytesDataset([plain])[0]["image"]
+    assert turned.data.shape == (3, 40, 24) and torch.equal(turned.data, read_image(path))
+    assert upright.data.ndim == 1, "a JPEG without a turn stays bytes for the device"

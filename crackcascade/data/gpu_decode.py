@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from PIL import Image
 from pytorch_lightning.utilities import rank_zero_warn
 from torch.utils.data import Dataset
 from torch.utils.data._utils.collate import default_collate
@@ -44,6 +45,7 @@ JPEG_MAGIC = b"\xff\xd8\xff"
 """First bytes of every JPEG file (SOI marker, then the next marker)."""
 
 _SEED_RANGE = 1 << 62
+_ORIENTATION = 0x0112  # the EXIF orientation tag
 
 
 def resolve_decode_on(decode_on: str) -> DecodeOn:
@@ -63,6 +65,19 @@ def resolve_decode_on(decode_on: str) -> DecodeOn:
 def is_jpeg(data: torch.Tensor) -> bool:
     """Whether file bytes (a 1-D ``uint8`` tensor) start like a JPEG file."""
     return data.ndim == 1 and bytes(data[: len(JPEG_MAGIC)].tolist()) == JPEG_MAGIC
+
+
+def exif_turned(path: Path) -> bool:
+    """Whether a JPEG's EXIF orientation asks for a turn or a flip (reads the header only).
+
+    nvJPEG ignores EXIF orientation (``decode_jpeg`` on CUDA does not apply it), so such photos
+    are decoded on the CPU, upright as :func:`~crackcascade.data.io.read_image` makes them.
+    """
+    try:
+        with Image.open(path) as image:
+            return image.getexif().get(_ORIENTATION, 1) != 1
+    except Exception:  # the decoder names the file if it cannot be read
+        return False
 
 
 class EncodedImage:
@@ -99,7 +114,7 @@ class ImageBytesDataset(Dataset[Sample]):
     """:class:`~crackcascade.data.datasets.ImageFileDataset`'s samples with the image left encoded.
 
     ``image`` is an :class:`EncodedImage`: the file's bytes for a JPEG, the decoded image for any
-    other format (read as :func:`~crackcascade.data.io.read_image` does).
+    other format and for JPEGs with an EXIF turn (read as :func:`~crackcascade.data.io.read_image` does).
 
     Args:
         paths: Image files.
@@ -124,7 +139,7 @@ class ImageBytesDataset(Dataset[Sample]):
         except OSError as err:
             reason = first_line(err)
             raise DataError(f"{path}: cannot read image ({reason}); check the path or the dataset root") from None
-        if not is_jpeg(data):
+        if not is_jpeg(data) or exif_turned(path):
             data = read_image(path)
         # Drawn under LoaderDataset's per-sample seed when there is one, so augmentation replays.
         seed = int(torch.randint(0, _SEED_RANGE, ()))
@@ -221,19 +236,25 @@ def _decode_all(encoded: EncodedImages, device: torch.device) -> list[torch.Tens
         try:
             decoded = _decode_jpeg(data, device)
         except RuntimeError:
-            # Find the file that failed (the batch call names none), decoding one at a time.
-            decoded = []
-            for i in jpegs:
-                try:
-                    decoded += _decode_jpeg([encoded.images[i].data], device)
-                except RuntimeError as err:
-                    raise DataError(
-                        f"{encoded.paths[i]}: cannot decode JPEG on {device} ({first_line(err)}); "
-                        "replace the file or set data.decode_on cpu"
-                    ) from None
+            # One at a time: a JPEG nvJPEG refuses (e.g. CMYK) is decoded on the CPU and moved; one
+            # no decoder reads is named (the batch call names none).
+            decoded = [_decode_one(encoded.images[i].data, encoded.paths[i], device) for i in jpegs]
         for i, image in zip(jpegs, decoded, strict=True):
             out[i] = image
     return out
+
+
+def _decode_one(data: torch.Tensor, path: str, device: torch.device) -> torch.Tensor:
+    try:
+        return _decode_jpeg([data], device)[0]
+    except RuntimeError:
+        pass
+    try:
+        return _decode_jpeg([data], torch.device("cpu"))[0].to(device)
+    except RuntimeError as err:
+        raise DataError(
+            f"{path}: cannot decode JPEG ({first_line(err)}); replace the file or set data.decode_on cpu"
+        ) from None
 
 
 def _decode_jpeg(data: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
@@ -250,6 +271,7 @@ __all__ = [
     "EncodedImage",
     "EncodedImages",
     "ImageBytesDataset",
+    "exif_turned",
     "is_jpeg",
     "resolve_decode_on",
 ]
