@@ -11,7 +11,7 @@ import pytorch_lightning as pl
 import torch
 from PIL import Image
 
-from crackcascade import PhiNetDataModule
+from crackcascade import MultiTaskClassifier, PhiNetDataModule
 from crackcascade.data.gpu_decode import (
     BatchDecoder,
     EncodedCollate,
@@ -135,3 +135,16 @@ def test_a_jpeg_with_an_exif_turn_is_decoded_upright_on_the_cpu(tmp_path: Path) 
     turned, upright = ImageBytesDataset([path, plain])[0]["image"], ImageBytesDataset([plain])[0]["image"]
     assert turned.data.shape == (3, 40, 24) and torch.equal(turned.data, read_image(path))
     assert upright.data.ndim == 1, "a JPEG without a turn stays bytes for the device"
+
+
+def test_lightning_fit_decodes_through_the_hook(jpeg_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The model cannot take an EncodedImages batch: training and validation pass only if the
+    # Trainer calls the data module's on_after_batch_transfer on every batch.
+    dm = _module(jpeg_root, "gpu", monkeypatch)
+    model = MultiTaskClassifier(backbone="test_resnet", tasks=[TASK])
+    trainer = pl.Trainer(
+        accelerator="cpu", max_steps=2, limit_val_batches=1, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+    )  # fmt: skip
+    trainer.fit(model, datamodule=dm)
+    assert trainer.global_step == 2 and "val_loss" in trainer.callback_metrics
