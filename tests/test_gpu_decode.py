@@ -10,14 +10,17 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from PIL import Image
+from torchvision.transforms import v2
 
 from crackcascade import MultiTaskClassifier, PhiNetDataModule
+from crackcascade.data.batch_augment import BatchAugment, apply_params
 from crackcascade.data.gpu_decode import (
     BatchDecoder,
-    EncodedCollate,
     EncodedImages,
     ImageBytesDataset,
+    collate_encoded,
     resolve_decode_on,
+    split_resize,
 )
 from crackcascade.data.io import read_image
 from crackcascade.data.synthetic import write_phinet
@@ -65,19 +68,18 @@ def test_bytes_path_decoded_on_cpu_equals_the_cpu_path(jpeg_root: Path, monkeypa
     assert int(difference.max()) <= 1, int(difference.max())
 
 
-def test_training_batches_augment_and_replay_from_the_seed(jpeg_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    plain = _module(jpeg_root, "cpu", monkeypatch, augment=False)
-    gpu = _module(jpeg_root, "gpu", monkeypatch)
+def test_training_batches_augment_as_the_cpu_path_and_replay(jpeg_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu, gpu = _module(jpeg_root, "cpu", monkeypatch), _module(jpeg_root, "gpu", monkeypatch)
     unaugmented = _module(jpeg_root, "gpu", monkeypatch, augment=False)
-    pl.seed_everything(3, verbose=False)
-    first = _train_images(gpu)
-    pl.seed_everything(3, verbose=False)
-    again = _train_images(gpu)
-    pl.seed_everything(3, verbose=False)
-    reference, bare = _train_images(plain), _train_images(unaugmented)
-    assert first.shape == (9, 3, 48, 48) and torch.equal(first, again), "same seed, same flips and jitter"
-    assert int((bare.int() - reference.int()).abs().max()) <= 1, "no augmentation: the CPU path's images"
-    changed = [not torch.equal(a, b) for a, b in zip(first, bare, strict=True)]
+    batches = {}
+    for name, dm in (("cpu", cpu), ("gpu", gpu), ("again", gpu), ("bare", unaugmented)):
+        pl.seed_everything(3, verbose=False)
+        batches[name] = _train_images(dm)
+    assert batches["gpu"].shape == (9, 3, 48, 48) and torch.equal(batches["gpu"], batches["again"])
+    # The worker draws each sample's flip and jitter as the CPU path's transform does, under the same seed.
+    difference = (batches["gpu"].int() - batches["cpu"].int()).abs()
+    assert int(difference.max()) <= 1, int(difference.max())
+    changed = [not torch.equal(a, b) for a, b in zip(batches["gpu"], batches["bare"], strict=True)]
     assert all(changed), "colour jitter touches every training image"
 
 
@@ -101,7 +103,7 @@ def test_png_and_jpeg_in_one_batch(jpeg_root: Path, tmp_path: Path) -> None:
     dataset = ImageBytesDataset([jpeg, png])
     samples = [dataset[0], dataset[1]]
     assert samples[0]["image"].data.ndim == 1 and samples[1]["image"].data.shape == (3, 40, 56)
-    batch = EncodedCollate(train=False)(samples)
+    batch = collate_encoded(samples)
     images = BatchDecoder(32)(batch)["image"]
     resize = classification_transform(32, train=False)
     expected = torch.stack([resize(read_image(jpeg)), resize(read_image(png))])
@@ -114,7 +116,7 @@ def test_an_undecodable_jpeg_is_named_in_one_line(jpeg_root: Path, tmp_path: Pat
     good = sorted(jpeg_root.rglob("*.jpg"))[0]
     bad = tmp_path / "cut.jpg"
     bad.write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 20)
-    batch = EncodedCollate(train=False)([ImageBytesDataset([good, bad])[i] for i in range(2)])
+    batch = collate_encoded([ImageBytesDataset([good, bad])[i] for i in range(2)])
     with pytest.raises(DataError) as caught:
         BatchDecoder(32)(batch)
     message = str(caught.value)
@@ -148,3 +150,22 @@ def test_lightning_fit_decodes_through_the_hook(jpeg_root: Path, monkeypatch: py
     )  # fmt: skip
     trainer.fit(model, datamodule=dm)
     assert trainer.global_step == 2 and "val_loss" in trainer.callback_metrics
+
+
+def test_batched_flip_and_jitter_match_the_v2_transform_per_image() -> None:
+    transform = classification_transform(24, train=True)
+    steps = v2.Compose(split_resize(transform)[1])
+    augment = BatchAugment(split_resize(transform)[1])
+    images = torch.randint(0, 256, (64, 3, 24, 24), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    expected, params = [], []
+    for seed, image in enumerate(images):
+        torch.manual_seed(seed)
+        expected.append(steps(image))
+        torch.manual_seed(seed)
+        params.append(augment.draw())
+    drawn = torch.stack(params)
+    assert 0 < int(drawn[:, 0].sum()) < 64 and len({tuple(row[1:5].tolist()) for row in drawn}) > 6
+    difference = (apply_params(images, drawn).int() - torch.stack(expected).int()).abs()
+    assert int(difference.max()) <= 1 and float(difference.float().mean()) < 0.01, difference.max()
+    with pytest.raises(TypeError, match="cannot apply"):
+        BatchAugment([v2.RandomVerticalFlip()])

@@ -30,7 +30,7 @@ from crackcascade.data.cracks import (
     read_mask_splits,
 )
 from crackcascade.data.datasets import ArrayTaskDataset, ImageFileDataset, Sample
-from crackcascade.data.gpu_decode import BatchDecoder, DecodeOn, EncodedCollate, ImageBytesDataset, resolve_decode_on
+from crackcascade.data.gpu_decode import BatchDecoder, DecodeOn, ImageBytesDataset, collate_encoded, resolve_decode_on
 from crackcascade.data.io import BadFiles, escape_message, list_images, scan_images
 from crackcascade.data.phinet import MANIFEST_KEY, Entry, Format, Index, read_index
 from crackcascade.data.sampling import LoaderDataset, ReplaySampler, SkipCollate
@@ -303,7 +303,7 @@ class PhiNetDataModule(LoaderDataModule):
         # Side below which no JPEG is decoded, when draft decoding is on (the transform resizes to it).
         self.decode_size: int | None = image_size if jpeg_draft else None
         self.decode_on = resolve_decode_on(decode_on)
-        self.decoder = BatchDecoder(image_size, augment) if self.decode_on == "gpu" else None
+        self.decoder = BatchDecoder(image_size) if self.decode_on == "gpu" else None
         self._index: Index | None = None
         self._tasks: tuple[str, ...] | None = self._requested_tasks
         self.datasets: dict[str, dict[str, Dataset[Sample]]] = {}
@@ -366,7 +366,7 @@ class PhiNetDataModule(LoaderDataModule):
         loaders = {
             # One seed stream per task, so a task's order does not depend on which others are loaded.
             key: self.loader(
-                ds, per_loader_batch, True, self._collate(train=True), stream=_stream(key), workers=per_loader_workers
+                ds, per_loader_batch, True, self._collate(), stream=_stream(key), workers=per_loader_workers
             )
             for key, ds in sets.items()
         }
@@ -376,10 +376,10 @@ class PhiNetDataModule(LoaderDataModule):
         dataset: Dataset[Sample] = ConcatDataset(list(self.datasets[split].values()))
         # Predict keeps Lightning's own unrepeated sampler, which also tracks each sample's index.
         sampler = eval_sampler(self, dataset, f"{split} split") if split != "predict" else None
-        return self.loader(dataset, self.eval_batch_size, False, self._collate(train=False), sampler=sampler)
+        return self.loader(dataset, self.eval_batch_size, False, self._collate(), sampler=sampler)
 
-    def _collate(self, train: bool) -> EncodedCollate | None:
-        return EncodedCollate(train) if self.decoder is not None else None
+    def _collate(self) -> Callable[[list[Sample]], Any] | None:
+        return collate_encoded if self.decoder is not None else None
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """With ``decode_on="gpu"``, decode, resize and augment the batch's JPEGs on the device it was moved to."""
@@ -409,7 +409,7 @@ def _dataset(entry: Entry, transform: Any, min_size: int | None, encoded: bool =
     if entry.x_path is not None:
         return ArrayTaskDataset(entry.x_path, entry.labels, entry.column, entry.rows, transform)
     if encoded:  # decode_on="gpu": the device decodes and transforms after the transfer
-        return ImageBytesDataset(entry.paths, entry.labels)
+        return ImageBytesDataset(entry.paths, entry.labels, transform)
     return ImageFileDataset(entry.paths, entry.labels, transform, min_size=min_size)
 
 

@@ -3,18 +3,20 @@
 A CPU DataLoader worker decodes and resizes a few hundred Phi-Net JPEGs per second, so a GPU that
 trains at thousands of images per second would need more cores than the machine has. With
 ``decode_on="gpu"`` the image datasets (folders, CSV manifests) return each file's bytes instead
-(:class:`ImageBytesDataset`); :class:`EncodedCollate` keeps them apart in an
+(:class:`ImageBytesDataset`); :func:`collate_encoded` keeps them apart in an
 :class:`EncodedImages` batch, which Lightning's transfer to the device leaves on the host (it is
 neither a tensor nor a collection), and after the transfer :class:`BatchDecoder` decodes the
-whole batch with nvJPEG (``torchvision.io.decode_jpeg`` on the CUDA device), resizes it and
-augments each image with the same torchvision v2 transforms as the CPU path
-(:func:`~crackcascade.data.transforms.classification_transform`), on the GPU.
+whole batch with nvJPEG (``torchvision.io.decode_jpeg`` on the CUDA device), resizes it with the
+CPU path's ``v2.Resize`` and flips and jitters it (:mod:`crackcascade.data.batch_augment`), on
+the GPU.
 
-Files that are not JPEGs (PNG, TIFF...) are decoded on the CPU in the worker as before and
-resized on the GPU with the rest. Each sample carries a seed drawn in the worker, under the
-replayable per-sample seed of :class:`~crackcascade.data.sampling.LoaderDataset`, and its
-augmentation runs under it: a resumed run replays the same flips and jitter. Draft decoding
-(``data.jpeg_draft``) is a CPU decoder feature and does not apply; JPEGs decode at full size.
+Each sample's flip and jitter parameters are drawn in the worker, under the replayable
+per-sample seed of :class:`~crackcascade.data.sampling.LoaderDataset` and exactly as the CPU
+path's transform draws them, so a sample is augmented alike on both paths and a resumed run
+replays. Files that are not JPEGs (PNG, TIFF...) and JPEGs with an EXIF turn (which nvJPEG
+ignores) are decoded on the CPU in the worker as before and resized and augmented on the GPU with
+the rest. Draft decoding (``data.jpeg_draft``) is a CPU decoder feature and does not apply: JPEGs
+decode at full size.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from torch.utils.data._utils.collate import default_collate
 from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms import v2
 
+from crackcascade.data.batch_augment import BatchAugment, apply_params
 from crackcascade.data.datasets import Sample
 from crackcascade.data.io import read_image
 from crackcascade.data.transforms import classification_transform
@@ -44,7 +47,6 @@ DecodeOn = Literal["cpu", "gpu"]
 JPEG_MAGIC = b"\xff\xd8\xff"
 """First bytes of every JPEG file (SOI marker, then the next marker)."""
 
-_SEED_RANGE = 1 << 62
 _ORIENTATION = 0x0112  # the EXIF orientation tag
 
 
@@ -85,26 +87,26 @@ class EncodedImage:
 
     Attributes:
         data: 1-D ``uint8`` file bytes (JPEG) or a ``uint8`` ``(3, H, W)`` image (other formats).
-        seed: Seed of this sample's augmentation.
+        params: The sample's augmentation parameters (:meth:`BatchAugment.draw`), None for none.
     """
 
-    __slots__ = ("data", "seed")
+    __slots__ = ("data", "params")
 
-    def __init__(self, data: torch.Tensor, seed: int) -> None:
-        self.data, self.seed = data, seed
+    def __init__(self, data: torch.Tensor, params: torch.Tensor | None) -> None:
+        self.data, self.params = data, params
 
 
 class EncodedImages:
-    """A batch's images before decoding, with the paths to name in errors and whether to augment.
+    """A batch's images before decoding, with the paths to name in errors.
 
     A plain object (no ``to`` method, not a collection), so Lightning's transfer to the device and
     the DataLoader's pinning pass it through unchanged: nvJPEG reads the bytes from host memory.
     """
 
-    __slots__ = ("images", "paths", "train")
+    __slots__ = ("images", "paths")
 
-    def __init__(self, images: list[EncodedImage], paths: list[str], train: bool) -> None:
-        self.images, self.paths, self.train = images, paths, train
+    def __init__(self, images: list[EncodedImage], paths: list[str]) -> None:
+        self.images, self.paths = images, paths
 
     def __len__(self) -> int:
         return len(self.images)
@@ -114,20 +116,26 @@ class ImageBytesDataset(Dataset[Sample]):
     """:class:`~crackcascade.data.datasets.ImageFileDataset`'s samples with the image left encoded.
 
     ``image`` is an :class:`EncodedImage`: the file's bytes for a JPEG, the decoded image for any
-    other format and for JPEGs with an EXIF turn (read as :func:`~crackcascade.data.io.read_image` does).
+    other format and for JPEGs with an EXIF turn (read as :func:`~crackcascade.data.io.read_image`
+    does), with the augmentation parameters of the transform's random steps drawn here, under the
+    sample's seed as the CPU path draws them.
 
     Args:
         paths: Image files.
         labels: ``(N, len(TASK_NAMES))`` label matrix, ``-1`` where unknown; None for unlabelled.
+        transform: The CPU path's :func:`~crackcascade.data.transforms.classification_transform`;
+            its resize is done by :class:`BatchDecoder`, its random steps by :class:`BatchAugment`.
     """
 
-    def __init__(self, paths: Sequence[Path], labels: np.ndarray | None = None) -> None:
+    def __init__(self, paths: Sequence[Path], labels: np.ndarray | None = None, transform: Any = None) -> None:
         self.paths = [Path(p) for p in paths]
         if labels is None:
             labels = np.full((len(self.paths), len(TASK_NAMES)), IGNORE_INDEX, dtype=np.int64)
         self.labels = torch.as_tensor(np.asarray(labels, dtype=np.int64))
         if self.labels.shape != (len(self.paths), len(TASK_NAMES)):
             raise ValueError(f"labels must have shape ({len(self.paths)}, {len(TASK_NAMES)})")
+        steps = split_resize(transform)[1] if transform is not None else []
+        self.augment = BatchAugment(steps) if steps else None
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -141,47 +149,32 @@ class ImageBytesDataset(Dataset[Sample]):
             raise DataError(f"{path}: cannot read image ({reason}); check the path or the dataset root") from None
         if not is_jpeg(data) or exif_turned(path):
             data = read_image(path)
-        # Drawn under LoaderDataset's per-sample seed when there is one, so augmentation replays.
-        seed = int(torch.randint(0, _SEED_RANGE, ()))
-        return {"image": EncodedImage(data, seed), "labels": self.labels[index].clone(), "path": str(path)}
+        params = self.augment.draw() if self.augment is not None else None
+        return {"image": EncodedImage(data, params), "labels": self.labels[index].clone(), "path": str(path)}
 
 
-class EncodedCollate:
-    """Collate :class:`ImageBytesDataset` samples: images into :class:`EncodedImages`, the rest as torch does.
-
-    Args:
-        train: Whether the loader is a training loader (its images are augmented after decoding).
-    """
-
-    def __init__(self, train: bool) -> None:
-        self.train = train
-
-    def __call__(self, samples: list[Sample]) -> dict[str, Any]:
-        """Return the batch with ``image`` an :class:`EncodedImages`."""
-        if not samples or not isinstance(samples[0]["image"], EncodedImage):
-            return default_collate(samples)  # an arrays task: already decoded
-        images = [s["image"] for s in samples]
-        batch = default_collate([{k: v for k, v in s.items() if k != "image"} for s in samples])
-        batch["image"] = EncodedImages(images, list(batch["path"]), self.train)
-        return batch
+def collate_encoded(samples: list[Sample]) -> dict[str, Any]:
+    """Collate :class:`ImageBytesDataset` samples: images into :class:`EncodedImages`, the rest as torch does."""
+    if not samples or not isinstance(samples[0]["image"], EncodedImage):
+        return default_collate(samples)  # an arrays task: already decoded
+    batch = default_collate([{k: v for k, v in s.items() if k != "image"} for s in samples])
+    batch["image"] = EncodedImages([s["image"] for s in samples], list(batch["path"]))
+    return batch
 
 
 class BatchDecoder:
     """Decode :class:`EncodedImages` batches on a device, then resize and augment them there.
 
-    The CPU path's transform is split at its resize: images of one shape are resized together,
-    then each image gets the random steps (flip, colour jitter) under its own seed, so the same
-    sample draws the same random parameters on any device.
+    Images of one shape are resized together (the CPU path's ``v2.Resize``), then the batch is
+    flipped and jittered by each sample's parameters (:func:`apply_params`).
 
     Args:
         image_size: Side of the square images fed to the model.
-        augment: Augment training batches (``data.augment``).
     """
 
-    def __init__(self, image_size: int, augment: bool = True) -> None:
+    def __init__(self, image_size: int) -> None:
         self.image_size = image_size
-        self.resize, self.train_steps = _split_resize(classification_transform(image_size, train=True, augment=augment))
-        _, self.eval_steps = _split_resize(classification_transform(image_size, train=False))
+        self.resize = split_resize(classification_transform(image_size, train=False))[0]
 
     def __call__(self, batch: Any, device: torch.device | None = None) -> Any:
         """Decode every :class:`EncodedImages` in a batch (a task's batch or a ``{task: batch}`` dict).
@@ -209,22 +202,19 @@ class BatchDecoder:
             resized = self.resize(torch.stack([decoded[i] for i in members]))
             for i, image in zip(members, resized, strict=True):
                 out[i] = image
-        steps = self.train_steps if encoded.train else self.eval_steps
-        if steps is not None:
-            for i, item in enumerate(encoded.images):
-                # The transforms draw from torch's CPU generator: fork it so that only this image sees the seed.
-                with torch.random.fork_rng(devices=[]):
-                    torch.manual_seed(item.seed)
-                    out[i] = steps(out[i])
-        return torch.stack(out)
+        batch = torch.stack(out)
+        params = [item.params for item in encoded.images]
+        if all(p is not None for p in params):
+            batch = apply_params(batch, torch.stack(params))  # type: ignore[arg-type]
+        return batch
 
 
-def _split_resize(transform: Any) -> tuple[torch.nn.Module, v2.Compose | None]:
-    """The resize that starts a classification transform, and the steps after it (None if none)."""
+def split_resize(transform: Any) -> tuple[torch.nn.Module, list[torch.nn.Module]]:
+    """The resize that starts a classification transform, and the steps after it."""
     steps = list(transform.transforms)
     if not steps or not isinstance(steps[0], v2.Resize):
         raise TypeError("classification_transform must start with v2.Resize for GPU decoding")
-    return steps[0], v2.Compose(steps[1:]) if steps[1:] else None
+    return steps[0], steps[1:]
 
 
 def _decode_all(encoded: EncodedImages, device: torch.device) -> list[torch.Tensor]:
@@ -262,16 +252,3 @@ def _decode_jpeg(data: list[torch.Tensor], device: torch.device) -> list[torch.T
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "The image decoding and encoding capabilities", DeprecationWarning)
         return list(decode_jpeg(data, mode=ImageReadMode.RGB, device=device, apply_exif_orientation=True))
-
-
-__all__ = [
-    "BatchDecoder",
-    "DecodeOn",
-    "EncodedCollate",
-    "EncodedImage",
-    "EncodedImages",
-    "ImageBytesDataset",
-    "exif_turned",
-    "is_jpeg",
-    "resolve_decode_on",
-]
