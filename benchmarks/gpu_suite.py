@@ -59,7 +59,7 @@ from unet_throughput import infer_seconds, train_ours
 
 from crackcascade import CrackSegmenter, LargestBatchFinder, MultiTaskClassifier, PhiNetDataModule
 from crackcascade.data.datasets import ImageFileDataset
-from crackcascade.data.gpu_decode import BatchDecoder, EncodedCollate, ImageBytesDataset
+from crackcascade.data.gpu_decode import BatchDecoder, ImageBytesDataset, collate_encoded
 from crackcascade.data.synthetic import write_phinet
 from crackcascade.data.transforms import classification_transform
 from crackcascade.hardware import bf16_supported
@@ -263,16 +263,30 @@ def tiled(cfg: argparse.Namespace, device: torch.device, half: bool, row: Row) -
 
 
 def decode_check(root: Path, cfg: argparse.Namespace, device: torch.device, row: Row) -> None:
-    """Largest difference between JPEGs decoded by the bytes path on ``device`` and by the CPU path (PIL)."""
+    """Largest difference between training images from the bytes path on ``device`` and from the CPU path (PIL).
+
+    Both decode, resize, flip and jitter; each sample is seeded alike, as the training loader does.
+    """
     paths = sorted((root / TASK).rglob("*.jpg"))[: cfg.feed_batch]
-    transform = classification_transform(cfg.jpeg_size, train=False)
-    reference = torch.stack([ImageFileDataset(paths, transform=transform)[i]["image"] for i in range(len(paths))])
-    encoded = EncodedCollate(train=False)([ImageBytesDataset(paths)[i] for i in range(len(paths))])
+    transform = classification_transform(cfg.jpeg_size, train=True)
+
+    def samples(dataset: Any) -> list[Any]:
+        out = []
+        for i in range(len(paths)):
+            torch.manual_seed(i)
+            out.append(dataset[i])
+        return out
+
+    reference = torch.stack([s["image"] for s in samples(ImageFileDataset(paths, transform=transform))])
+    encoded = collate_encoded(samples(ImageBytesDataset(paths, transform=transform)))
     decoded = BatchDecoder(cfg.jpeg_size)(encoded, device)["image"].cpu()
     difference = (decoded.int() - reference.int()).abs()
     row.ours = float(difference.max())
-    mean = float(difference.float().mean())
-    row.note = f"{len(paths)} JPEGs decoded on {device.type}, resized; mean |difference| {mean:.3f}"
+    mean, share = float(difference.float().mean()), float((difference > 0).float().mean())
+    row.note = (
+        f"{len(paths)} JPEGs decoded on {device.type}, resized, flipped, jittered; mean |difference| {mean:.3f}, "
+        f"{100 * share:.2f}% of values differ"
+    )
 
 
 def feed_rate(root: Path, cfg: argparse.Namespace, decode_on: str, workers: int, device: torch.device) -> float:
@@ -376,7 +390,8 @@ def main() -> None:
         written = suite.run(
             f"input: write {cfg.jpegs} JPEGs", "s", BUDGETS["write"], lambda row: write_jpegs(root, cfg, info, row)
         )
-        check, feeds = "input: GPU vs CPU decode, max |diff|", [f"input {n} workers, GPU vs CPU decode" for n in counts]
+        check = "input: GPU vs CPU decode, max |difference|"
+        feeds = [f"input {n} workers, GPU vs CPU decode" for n in counts]
         if written.ours is None:
             for name in [check, *feeds]:
                 suite.skip(name, "img/s", "skipped: no JPEGs written")

@@ -194,7 +194,7 @@ def test_gpu_suite_quick_has_every_row_and_its_json(tmp_path: Path) -> None:
         "train bf16 + channels-last + compile", "train largest batch, bf16 + channels-last",
         "infer classifier vs bare timm", "infer 8 heads vs 8 single-task models",
         "U-Net tu-test_resnet train step 64px", "U-Net tu-test_resnet inference 64px", "U-Net tiled 0.05 MP photo",
-        "input: write 16 JPEGs", "input: GPU vs CPU decode, max |diff|", "input 1 workers, GPU vs CPU decode",
+        "input: write 16 JPEGs", "input: GPU vs CPU decode, max |difference|", "input 1 workers, GPU vs CPU decode",
     ], out  # fmt: skip
     assert [row["name"] for row in document["rows"]] == names
     for line, row in zip(table, document["rows"], strict=True):
@@ -215,6 +215,6 @@ def test_gpu_suite_quick_has_every_row_and_its_json(tmp_path: Path) -> None:
         assert float(ratio) == pytest.approx(row["ratio"], abs=6e-4)
     rows = {row["name"]: row for row in document["rows"]}
     assert rows["train largest batch, bf16 + channels-last"]["extra"]["batch_size"] in (8, 16)
-    assert rows["input: GPU vs CPU decode, max |diff|"]["ours"] <= 1, "the bytes path decodes as PIL does"
+    assert rows["input: GPU vs CPU decode, max |difference|"]["ours"] <= 1, "the bytes path decodes as PIL does"
     assert "GPU decode fell back to CPU: no CUDA" in rows["input 1 workers, GPU vs CPU decode"]["note"]
     assert document["elapsed_s"] < document["budget_s"]
