@@ -194,7 +194,7 @@ def test_gpu_suite_quick_has_every_row_and_its_json(tmp_path: Path) -> None:
         "train bf16 + channels-last + compile", "train largest batch, bf16 + channels-last",
         "infer classifier vs bare timm", "infer 8 heads vs 8 single-task models",
         "U-Net tu-test_resnet train step 64px", "U-Net tu-test_resnet inference 64px", "U-Net tiled 0.05 MP photo",
-        "input: write 16 JPEGs", "input: GPU vs CPU decode, max |difference|", "input 1 workers, GPU vs CPU decode",
+        "input: write 16 JPEGs x 2", "input: GPU vs CPU decode, max |difference|", "input 1 workers, GPU vs CPU decode",
     ], out  # fmt: skip
     assert [row["name"] for row in document["rows"]] == names
     for line, row in zip(table, document["rows"], strict=True):
