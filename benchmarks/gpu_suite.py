@@ -248,6 +248,7 @@ def tiled(cfg: argparse.Namespace, device: torch.device, half: bool, row: Row) -
             seconds: float | None = infer_seconds(model, image, tiles, half, device)
         except torch.OutOfMemoryError:
             seconds = None
+            torch.cuda.empty_cache()
         peaks[name] = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
         if tiles:
             row.ours = seconds
