@@ -13,6 +13,7 @@ from PIL import Image
 from torchvision.transforms import v2
 
 from crackcascade import MultiTaskClassifier, PhiNetDataModule
+from crackcascade.cli import main
 from crackcascade.data.batch_augment import BatchAugment, apply_params
 from crackcascade.data.gpu_decode import (
     BatchDecoder,
@@ -27,6 +28,8 @@ from crackcascade.data.synthetic import write_phinet
 from crackcascade.data.transforms import classification_transform
 from crackcascade.errors import ConfigError, DataError
 from crackcascade.models.multitask import collate_tasks
+
+from .conftest import CONF
 
 TASK = "damage_state"
 
@@ -169,3 +172,18 @@ def test_batched_flip_and_jitter_match_the_v2_transform_per_image() -> None:
     assert int(difference.max()) <= 1 and float(difference.float().mean()) < 0.01, difference.max()
     with pytest.raises(TypeError, match="cannot apply"):
         BatchAugment([v2.RandomVerticalFlip()])
+
+
+def test_the_cli_option_reaches_the_data_module(jpeg_root: Path, tmp_path: Path) -> None:
+    args = [
+        "fit", "--config", str(CONF / "multitask.yaml"), "--data.root", str(jpeg_root), "--data.tasks", f"[{TASK}]",
+        "--data.format", "folders", "--data.batch_size", "4", "--data.decode_on", "gpu",
+        "--trainer.max_steps", "1", "--trainer.limit_val_batches", "1", "--trainer.default_root_dir", str(tmp_path),
+        "--trainer.logger", "false",
+    ]  # fmt: skip
+    if torch.cuda.is_available():
+        pytest.skip("checks the fallback without CUDA")
+    with pytest.warns(UserWarning, match=r"data\.decode_on gpu: CUDA is not available"):
+        assert main(args) == 0
+    checkpoint = torch.load(next(tmp_path.rglob("last.ckpt")), weights_only=True)
+    assert checkpoint["datamodule_hyper_parameters"]["decode_on"] == "gpu", "the run asked for it; a GPU resumes it"
