@@ -74,11 +74,13 @@ def test_bytes_path_decoded_on_cpu_equals_the_cpu_path(jpeg_root: Path, monkeypa
 def test_training_batches_augment_as_the_cpu_path_and_replay(jpeg_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cpu, gpu = _module(jpeg_root, "cpu", monkeypatch), _module(jpeg_root, "gpu", monkeypatch)
     unaugmented = _module(jpeg_root, "gpu", monkeypatch, augment=False)
+    in_workers = _module(jpeg_root, "gpu", monkeypatch, num_workers=2)  # bytes and parameters cross processes
     batches = {}
-    for name, dm in (("cpu", cpu), ("gpu", gpu), ("again", gpu), ("bare", unaugmented)):
+    for name, dm in (("cpu", cpu), ("gpu", gpu), ("again", gpu), ("bare", unaugmented), ("workers", in_workers)):
         pl.seed_everything(3, verbose=False)
         batches[name] = _train_images(dm)
     assert batches["gpu"].shape == (9, 3, 48, 48) and torch.equal(batches["gpu"], batches["again"])
+    assert torch.equal(batches["gpu"], batches["workers"]), "the same for any number of workers"
     # The worker draws each sample's flip and jitter as the CPU path's transform does, under the same seed.
     difference = (batches["gpu"].int() - batches["cpu"].int()).abs()
     assert int(difference.max()) <= 1, int(difference.max())
