@@ -144,13 +144,16 @@ def test_a_jpeg_with_an_exif_turn_is_decoded_upright_on_the_cpu(tmp_path: Path) 
     assert upright.data.ndim == 1, "a JPEG without a turn stays bytes for the device"
 
 
-def test_lightning_fit_decodes_through_the_hook(jpeg_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_lightning_fit_decodes_through_the_hook(
+    jpeg_root: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     # The model cannot take an EncodedImages batch: training and validation pass only if the
     # Trainer calls the data module's on_after_batch_transfer on every batch.
     dm = _module(jpeg_root, "gpu", monkeypatch)
     model = MultiTaskClassifier(backbone="test_resnet", tasks=[TASK])
     trainer = pl.Trainer(
         accelerator="cpu", max_steps=2, limit_val_batches=1, logger=False, enable_checkpointing=False,
+        default_root_dir=tmp_path,
         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
     )  # fmt: skip
     trainer.fit(model, datamodule=dm)
