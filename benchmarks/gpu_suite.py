@@ -1,4 +1,4 @@
-"""Every GPU claim in one process and one table, within ``--budget`` seconds (8 minutes on one H100).
+"""Every GPU claim in one process and one table, in under 8 minutes on one H100 (the rows within ``--budget``).
 
 Rows (``ours`` is crackcascade, ``baseline`` what a plain PyTorch user runs, ``ratio`` ours/baseline):
 
