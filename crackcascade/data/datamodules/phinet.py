@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,6 +19,7 @@ from crackcascade.data.datamodules.base import (
     split_off,
     warn_bad_files,
 )
+from crackcascade.data.gpu_decode import BatchDecoder, DecodeOn, ImageBytesDataset, collate_encoded, resolve_decode_on
 from crackcascade.data.io import BadFiles
 from crackcascade.data.phinet import MANIFEST_KEY, ArrayTaskDataset, Entry, Format, ImageFileDataset, Index, read_index
 from crackcascade.data.transforms import classification_transform
@@ -25,7 +27,7 @@ from crackcascade.data.types import Sample
 from crackcascade.errors import ConfigError, DataError
 from crackcascade.labels import TASK_NAMES, resolve_tasks
 
-CombinedMode = Literal["max_size_cycle", "min_size", "max_size"]
+CombinedMode = Literal["max_size_cycle", "min_size", "max_size", "proportional"]
 
 
 class PhiNetDataModule(LoaderDataModule):
@@ -51,13 +53,24 @@ class PhiNetDataModule(LoaderDataModule):
         val_fraction: Fraction of train carved out for validation where no val split exists.
         seed: Seed of that split (per task, so adding a task leaves the others' splits unchanged).
         augment: Apply training augmentation (flips and colour jitter).
-        combined_mode: CombinedLoader mode; ``max_size_cycle`` cycles small tasks so every
-            step has all tasks, an epoch being the largest task once.
+        combined_mode: How the task sets make an epoch. ``max_size_cycle`` (the default): one
+            loader per task, combined by Lightning's CombinedLoader so every step holds every
+            task; small tasks cycle, and an epoch is the largest task's set once (a small task's
+            images are then seen several times per epoch). ``proportional``: one shuffled loader
+            over the union of the task sets, so an epoch sees every task's training set exactly
+            once and each batch holds the tasks in proportion to their sizes (the meaning of
+            "epoch" in single-task training, as in Bai et al.'s protocol). ``min_size`` and
+            ``max_size`` are CombinedLoader's other modes.
         predict_root: Folder of photos for ``predict`` (searched recursively).
         jpeg_draft: Decode JPEGs at least twice ``image_size`` at 1/2, 1/4 or 1/8 scale (no
             smaller than ``image_size``; libjpeg's DCT-domain scaling, several times faster than a
             full decode). The pixels then differ a little from a full decode resized (the README's
             input-pipeline table measures how much); False always decodes at full size.
+        decode_on: ``cpu`` (the workers decode) or ``gpu``: the workers read JPEG files' bytes and
+            the training device decodes, resizes and augments each batch after its transfer
+            (nvJPEG; see :mod:`crackcascade.data.gpu_decode`), so CPU cores stop limiting
+            throughput. Folders and CSV manifests only (arrays are decoded already); falls back to
+            ``cpu`` with a warning where CUDA is absent.
         **loader_options: ``num_workers`` (in total, shared by the task loaders), ``pin_memory``,
             ``prefetch_factor`` and ``on_error`` of :class:`LoaderDataModule`.
     """
@@ -76,6 +89,7 @@ class PhiNetDataModule(LoaderDataModule):
         combined_mode: CombinedMode = "max_size_cycle",
         predict_root: str | None = None,
         jpeg_draft: bool = True,
+        decode_on: DecodeOn = "cpu",
         **loader_options: Any,
     ) -> None:
         super().__init__(**loader_options)
@@ -101,6 +115,8 @@ class PhiNetDataModule(LoaderDataModule):
         self.predict_root = predict_root
         # Side below which no JPEG is decoded, when draft decoding is on (the transform resizes to it).
         self.decode_size: int | None = image_size if jpeg_draft else None
+        self.decode_on = resolve_decode_on(decode_on)
+        self.decoder = BatchDecoder(image_size) if self.decode_on == "gpu" else None
         self._index: Index | None = None
         self._tasks: tuple[str, ...] | None = self._requested_tasks
         self.datasets: dict[str, dict[str, Dataset[Sample]]] = {}
@@ -145,7 +161,8 @@ class PhiNetDataModule(LoaderDataModule):
                 raise DataError(f"data.root '{self.root}': no {split} split found (expected {where})")
             transform = classification_transform(self.image_size, train=split == "train", augment=self.augment)
             self.datasets[split] = {
-                key: _dataset(entry, transform, self.decode_size) for key, entry in index[split].items()
+                key: _dataset(entry, transform, self.decode_size, self.decoder is not None)
+                for key, entry in index[split].items()
             }
 
     def _predict_dataset(self) -> Dataset[Sample]:
@@ -154,13 +171,22 @@ class PhiNetDataModule(LoaderDataModule):
         return ImageFileDataset(paths, transform=transform, min_size=self.decode_size)
 
     def train_dataloader(self) -> CombinedLoader:
-        """One shuffled loader per task, combined so that each step holds every task."""
+        """One shuffled loader per task, combined so that each step holds every task.
+
+        With ``combined_mode="proportional"``, one shuffled loader over all tasks' images instead.
+        """
         sets = self.datasets["train"]
+        if self.combined_mode == "proportional":
+            union: Dataset[Sample] = ConcatDataset(list(sets.values()))
+            everything = self.loader(union, self.batch_size, True, self._collate(), stream=len(TASK_NAMES) + 1)
+            return CombinedLoader({"all": everything}, mode="max_size_cycle")
         per_loader_batch = max(1, math.ceil(self.batch_size / len(sets)))
         per_loader_workers = math.ceil(self.num_workers / len(sets)) if self.num_workers else 0
         loaders = {
             # One seed stream per task, so a task's order does not depend on which others are loaded.
-            key: self.loader(ds, per_loader_batch, True, stream=_stream(key), workers=per_loader_workers)
+            key: self.loader(
+                ds, per_loader_batch, True, self._collate(), stream=_stream(key), workers=per_loader_workers
+            )
             for key, ds in sets.items()
         }
         return CombinedLoader(loaders, mode=self.combined_mode)
@@ -169,7 +195,14 @@ class PhiNetDataModule(LoaderDataModule):
         dataset: Dataset[Sample] = ConcatDataset(list(self.datasets[split].values()))
         # Predict keeps Lightning's own unrepeated sampler, which also tracks each sample's index.
         sampler = eval_sampler(self, dataset, f"{split} split") if split != "predict" else None
-        return self.loader(dataset, self.eval_batch_size, False, sampler=sampler)
+        return self.loader(dataset, self.eval_batch_size, False, self._collate(), sampler=sampler)
+
+    def _collate(self) -> Callable[[list[Sample]], Any] | None:
+        return collate_encoded if self.decoder is not None else None
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """With ``decode_on="gpu"``, decode, resize and augment the batch's JPEGs on the device it was moved to."""
+        return batch if self.decoder is None else self.decoder(batch)
 
     def val_dataloader(self) -> DataLoader | list[DataLoader]:
         """All tasks' validation images in one loader; metrics split them by label.
@@ -191,7 +224,9 @@ def _stream(key: str) -> int:
     return TASK_NAMES.index(key) if key in TASK_NAMES else len(TASK_NAMES)
 
 
-def _dataset(entry: Entry, transform: Any, min_size: int | None) -> Dataset[Sample]:
+def _dataset(entry: Entry, transform: Any, min_size: int | None, encoded: bool = False) -> Dataset[Sample]:
     if entry.x_path is not None:
         return ArrayTaskDataset(entry.x_path, entry.labels, entry.column, entry.rows, transform)
+    if encoded:  # decode_on="gpu": the device decodes and transforms after the transfer
+        return ImageBytesDataset(entry.paths, entry.labels, transform)
     return ImageFileDataset(entry.paths, entry.labels, transform, min_size=min_size)
