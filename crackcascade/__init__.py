@@ -4,6 +4,7 @@ The public classes are importable from here so that configs can say
 ``class_path: crackcascade.MultiTaskClassifier``.
 """
 
+from crackcascade.callbacks import LargestBatchFinder
 from crackcascade.data.datamodules import (
     ConcreteCrackDataModule,
     CrackMaskDataModule,
@@ -14,7 +15,6 @@ from crackcascade.data.datamodules import (
 from crackcascade.models.cascade import CrackCascade
 from crackcascade.models.multitask import MultiTaskClassifier
 from crackcascade.models.segmenter import CrackSegmenter
-from crackcascade.tuning import LargestBatchFinder
 
 __version__ = "0.1.0"
 

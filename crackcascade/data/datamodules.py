@@ -32,7 +32,7 @@ from crackcascade.data.cracks import (
 from crackcascade.data.datasets import ArrayTaskDataset, ImageFileDataset, Sample
 from crackcascade.data.io import BadFiles, escape_message, list_images, scan_images
 from crackcascade.data.phinet import MANIFEST_KEY, Entry, Format, Index, read_index
-from crackcascade.data.sampling import LoaderDataset, ReplaySampler, SkipCollate
+from crackcascade.data.sampling import LoaderDataset, ReplayLoader, ReplaySampler, SkipCollate
 from crackcascade.data.transforms import classification_transform, segmentation_transform
 from crackcascade.errors import ConfigError, DataError
 from crackcascade.labels import IGNORE_INDEX, SCALES, TASK_NAMES, get_task, normalize_name, resolve_tasks, task_index
@@ -65,7 +65,8 @@ def make_loader(
     skip = on_error == "skip"
     if shuffle or skip:
         dataset = LoaderDataset(dataset, skip=skip)
-    return DataLoader(
+    # A shuffled (training) loader is a ReplayLoader: its position reaches checkpoints, so a restart resumes there.
+    return (ReplayLoader if shuffle else DataLoader)(
         dataset,
         batch_size=batch_size,
         sampler=ReplaySampler(dataset, stream=stream) if shuffle else sampler,
