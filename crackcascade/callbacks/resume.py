@@ -1,10 +1,11 @@
-"""A run restarted mid-epoch says whether it continues exactly where the checkpoint stopped.
+"""Mid-epoch resume: the loaders' positions stay in step with training, and a restarted epoch says how it goes on.
 
-The resume itself needs no callback: the training loaders
-(:class:`~crackcascade.data.sampling.ReplayLoader`) have a position (epoch, pass, samples
-trained) that Lightning's fit loop saves in every checkpoint and restores before the restarted epoch's
-first batch, so the epoch goes on with the batches not yet trained, in the same order and with
-the same augmentation. :class:`MidEpochResume` tells the user so, or warns where it cannot be so.
+The training loaders (:class:`~crackcascade.data.sampling.ReplayLoader`) have a position
+(epoch, pass, samples trained) that Lightning's fit loop saves in every checkpoint and restores
+before the restarted epoch's first batch, so the epoch goes on with the batches not yet trained,
+in the same order and with the same augmentation. :class:`MidEpochResume` gives back the batch
+of a step that raised (Lightning trains it again after a restart) and tells the user how a
+restarted epoch continues.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import CombinedLoader, rank_zero_info, rank_zero_warn
 
 from crackcascade.data.sampling import ReplayLoader
@@ -24,13 +26,32 @@ def saved_loader_positions(checkpoint: dict[str, Any]) -> bool:
     return bool((fit_loop.get("state_dict") or {}).get("combined_loader"))
 
 
-class MidEpochResume(Callback):
-    """On a restart mid-epoch, log that the epoch resumes after the batches already trained, or warn why not.
+def training_loaders(trainer: pl.Trainer) -> list[Any]:
+    """Every training loader of ``trainer`` (each one of a dict or list of loaders), through public attributes."""
+    if trainer.train_dataloader is None:
+        return []
+    return list(CombinedLoader(trainer.train_dataloader).flattened)
 
-    It warns when a training loader is a :class:`~crackcascade.data.sampling.ReplayLoader` that
-    cannot replay (its sampler is Lightning's ``DistributedSampler`` under DDP) or the checkpoint
-    holds no loader positions (written before crackcascade saved them): the rest of that epoch
-    then differs from an uninterrupted run. Lightning itself warns about loaders without a state.
+
+def epoch_batches(trainer: pl.Trainer) -> tuple[int, int]:
+    """Batches of the current epoch handed to training, and those whose step ran to the end (Lightning's progress)."""
+    current = trainer.fit_loop.epoch_loop.batch_progress.current
+    # The batch loop's tracker counts processed steps too; Lightning types it as the base class.
+    return current.ready, current.processed  # type: ignore[attr-defined]
+
+
+class MidEpochResume(Callback):
+    """Keep the loaders' positions in step with training, and say how a restarted epoch continues.
+
+    When a training step raises (Ctrl-C, a NaN loss, out of memory), its batch was handed out but
+    not trained, and Lightning trains it again after a restart: the loaders give it back before
+    a checkpoint is saved on the exception (Lightning calls checkpoint callbacks last).
+
+    On a restart mid-epoch it logs that the epoch resumes after the batches already trained. It
+    warns instead when a :class:`~crackcascade.data.sampling.ReplayLoader` cannot replay (its
+    sampler is Lightning's ``DistributedSampler`` under DDP) or the checkpoint holds no loader
+    positions (written before crackcascade saved them): the rest of that epoch then differs
+    from an uninterrupted run. Lightning itself warns about loaders without a state.
     """
 
     def __init__(self) -> None:
@@ -48,10 +69,11 @@ class MidEpochResume(Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Report how the restarted epoch continues."""
-        done = trainer.fit_loop.epoch_loop.batch_progress.current.completed
-        if not 0 < done < trainer.num_training_batches or trainer.train_dataloader is None:
+        # Steps that ran to the end: a checkpoint saved in on_train_batch_end has not yet counted its step completed.
+        _, done = epoch_batches(trainer)
+        if not 0 < done < trainer.num_training_batches:
             return  # a fresh start, or a checkpoint from the end of an epoch: the next epoch starts anew
-        loaders = CombinedLoader(trainer.train_dataloader).flattened
+        loaders = training_loaders(trainer)
         ours = [loader for loader in loaders if isinstance(loader, ReplayLoader)]
         if not ours:
             return
@@ -71,3 +93,12 @@ class MidEpochResume(Callback):
             )
         elif len(ours) == len(loaders):
             rank_zero_info(f"resuming epoch {epoch} after its first {done} batches, in the same order")
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        """Give back the batch of a training step that raised, so a checkpoint saved now resumes with it."""
+        handed_out, trained = epoch_batches(trainer)
+        if trainer.state.fn != TrainerFn.FITTING or trained >= handed_out:
+            return
+        for loader in training_loaders(trainer):
+            if isinstance(loader, ReplayLoader):
+                loader.give_back()

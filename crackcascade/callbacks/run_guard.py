@@ -20,9 +20,10 @@ class RunGuard(Callback):
       room, checked before the first epoch;
     * :class:`~crackcascade.callbacks.StepSeeds`: the model's random draws (dropout) are seeded
       from ``(seed, epoch, batch)``, so a resumed run replays them;
-    * :class:`~crackcascade.callbacks.MidEpochResume`: a run restarted mid-epoch says it goes on
-      after the batches already trained (the loaders' positions are in the checkpoint, see
-      :class:`~crackcascade.data.sampling.ReplayLoader`), or warns why it cannot;
+    * :class:`~crackcascade.callbacks.MidEpochResume`: the loaders' positions, which checkpoints
+      hold (see :class:`~crackcascade.data.sampling.ReplayLoader`), leave out a batch whose step
+      raised; a run restarted mid-epoch says it goes on after the batches already trained, or
+      warns why it cannot;
     * :class:`~crackcascade.callbacks.SkipReport`: the samples skipped under
       ``on_error="skip"`` are reported at the end of each epoch.
 
@@ -110,3 +111,8 @@ class RunGuard(Callback):
         """Report the photos skipped."""
         for guard in self.guards:
             guard.on_predict_epoch_end(trainer, pl_module)
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        """Give back the batch of a training step that raised (before checkpoints are saved on the exception)."""
+        for guard in self.guards:
+            guard.on_exception(trainer, pl_module, exception)

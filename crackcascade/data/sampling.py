@@ -72,9 +72,9 @@ class ReplaySampler(RandomSampler):
     it is replaced by Lightning's ``DistributedSampler`` under DDP.
 
     Its state (:meth:`state_dict`) is the position training has reached: the epoch, the pass
-    and how many of that pass's samples were trained, as reported by its :class:`ReplayLoader`
-    (:meth:`trained`); the sampler itself cannot tell, since DataLoader workers draw indices
-    ahead of training.
+    and how many of that pass's samples were handed to training, as its :class:`ReplayLoader`
+    reports them (:meth:`handed_out`, :meth:`give_back`); the sampler itself cannot tell, since
+    DataLoader workers draw indices ahead of training.
 
     Args:
         data_source: The dataset (only its length is used).
@@ -91,7 +91,8 @@ class ReplaySampler(RandomSampler):
         self._skip = 0
         self._pending: tuple[int, int, int] | None = None
         self._drawn: int | None = None
-        self._position = (0, 0)  # (pass, samples of it trained) in the current epoch
+        # (pass, samples of it handed to training) in the current epoch, and before the batch in flight.
+        self._position = self._before = (0, 0)
 
     def __len__(self) -> int:
         return len(self.data_source)
@@ -113,7 +114,7 @@ class ReplaySampler(RandomSampler):
         if self._pending is not None and self._pending[0] == epoch:
             _, self._pass, self._skip = self._pending
         self._pending = None
-        self._position = (self._pass, self._skip)
+        self._position = self._before = (self._pass, self._skip)
 
     def resume(self, epoch: int, completed_passes: int, samples_done: int) -> None:
         """Make epoch ``epoch`` continue after ``completed_passes`` passes and ``samples_done`` more samples.
@@ -123,10 +124,19 @@ class ReplaySampler(RandomSampler):
         """
         self._pending = (epoch, completed_passes, samples_done)
 
-    def trained(self, samples: int) -> None:
-        """Count ``samples`` more of the current pass as handed to training (:class:`ReplayLoader` calls it)."""
+    def handed_out(self, samples: int) -> None:
+        """Count a batch of ``samples`` more of the current pass as handed to training (by :class:`ReplayLoader`)."""
         current, done = self._position
+        self._before = self._position
         self._position = (current, min(done + samples, len(self)))
+
+    def pass_ended(self) -> None:
+        """Its loader has handed out the whole pass: no batch of it is in flight any more."""
+        self._before = self._position
+
+    def give_back(self) -> None:
+        """The batch handed out last was not trained (its step raised): a restart hands it out again."""
+        self._position = self._before
 
     def state_dict(self) -> dict[str, int]:
         """The position training has reached: ``epoch``, ``pass`` and the ``samples`` of that pass trained."""
@@ -143,7 +153,7 @@ class ReplaySampler(RandomSampler):
         seed, n = self._base_seed(), len(self)
         current, start = self._pass, self._skip
         self._pass, self._skip = current + 1, 0
-        self._position = (current, start)
+        self._position = self._before = (current, start)
         generator = torch.Generator().manual_seed(mix_seed(seed, self.stream, self.epoch, current))
         order = torch.randperm(n, generator=generator).tolist()
         # One seed per position of the pass, drawn all at once: skipping a prefix leaves the rest unchanged.
@@ -160,8 +170,11 @@ class ReplayLoader(DataLoader):
     saves the state of such stateful loaders with its own and restores it before iterating a
     restarted epoch. Lightning knows the length of these loaders, so it fetches no batch ahead
     of the step that trains it, and the position saved at the end of a step is that of the
-    batches trained. With any other sampler (Lightning's ``DistributedSampler`` under DDP) it is
-    a plain DataLoader whose state is empty.
+    batches trained. A step that raises leaves its batch in flight, and Lightning runs it again
+    after a restart: :class:`~crackcascade.callbacks.MidEpochResume` gives it back
+    (:meth:`give_back`) before the checkpoint saved on the exception is written. With any other
+    sampler (Lightning's ``DistributedSampler`` under DDP) it is a plain DataLoader whose state
+    is empty.
 
     It takes exactly :class:`~torch.utils.data.DataLoader`'s arguments, so Lightning can rebuild
     it with another sampler.
@@ -182,8 +195,15 @@ class ReplayLoader(DataLoader):
     def _counted(self, sampler: ReplaySampler, batch_size: int) -> Iterator[Any]:
         # A generator: nothing is drawn until the first batch is asked for, after Lightning's set_epoch.
         for batch in super().__iter__():
-            sampler.trained(batch_size)
+            sampler.handed_out(batch_size)
             yield batch
+        sampler.pass_ended()
+
+    def give_back(self) -> None:
+        """The batch handed out last was not trained: a restart from a checkpoint saved now hands it out again."""
+        sampler = self.replay_sampler
+        if sampler is not None:
+            sampler.give_back()
 
     def state_dict(self) -> dict[str, Any]:
         """The sampler's position (:meth:`ReplaySampler.state_dict`); empty without a replay sampler."""
