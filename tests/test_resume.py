@@ -157,3 +157,17 @@ def test_a_checkpoint_without_loader_positions_resumes_with_a_warning(tmp_path: 
     torch.save(checkpoint, old)
     with pytest.warns(UserWarning, match="after its first 2 batches from a checkpoint without the loaders' positions"):
         _trainer(tmp_path / "old", RunGuard(check_output=False), max_epochs=1).fit(_Tiny(), ckpt_path=old)
+
+
+class _Unreplayable(_Tiny):
+    def train_dataloader(self) -> DataLoader:
+        return ReplayLoader(LoaderDataset(DATA), batch_size=3)  # type: ignore[arg-type]  # in order, as under DDP
+
+
+def test_a_loader_that_cannot_replay_resumes_with_a_warning(tmp_path: Path) -> None:
+    saver = ModelCheckpoint(dirpath=tmp_path, save_last=True, every_n_train_steps=1, save_top_k=0)
+    _trainer(tmp_path, saver, max_steps=2).fit(_Unreplayable())
+    with pytest.warns(UserWarning, match="cannot replay the order with a SequentialSampler"):
+        _trainer(tmp_path / "resumed", RunGuard(check_output=False), max_epochs=1).fit(
+            _Unreplayable(), ckpt_path=tmp_path / "last.ckpt"
+        )
