@@ -17,11 +17,11 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 import crackcascade
 from crackcascade.arguments import CrackcascadeParser, OptionError, locate
+from crackcascade.callbacks import PredictionWriter, RunGuard
 from crackcascade.checkpoints import TRUST_ENV, class_path, import_class, load_checkpoint, saved_class, trusted
 from crackcascade.errors import ConfigError, StoppedError, find_error, one_line
 from crackcascade.hardware import default_precision
-from crackcascade.reliability import (
-    RunGuard,
+from crackcascade.outputs import (
     check_writable,
     checkpoint_dir,
     discard_unused_folders,
@@ -31,7 +31,6 @@ from crackcascade.reliability import (
 )
 from crackcascade.synthetic import main as synthesize
 from crackcascade.tracking import push_config, wandb_loggers
-from crackcascade.visualize import PredictionWriter
 
 USAGE_EXTRA = """\
 crackcascade subcommands:
@@ -231,7 +230,7 @@ class CrackcascadeCLI(LightningCLI):
                 preflight(self.trainer, self.model)
             for callback in self.trainer.callbacks:  # type: ignore[attr-defined]
                 if isinstance(callback, RunGuard):
-                    callback.checked = True
+                    callback.preflight.done = True
         elif self.trainer.is_global_zero:
             # validate/test/predict write the config and logs (metrics, confusion matrices) there.
             for folder, role in output_dirs(self.trainer).items():

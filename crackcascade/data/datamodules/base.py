@@ -14,7 +14,7 @@ from pytorch_lightning.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from crackcascade.data.io import BadFiles, list_images
-from crackcascade.data.sampling import LoaderDataset, ReplaySampler, SkipCollate
+from crackcascade.data.sampling import LoaderDataset, ReplayLoader, ReplaySampler, SkipCollate
 from crackcascade.data.types import OnError, Sample
 from crackcascade.errors import ConfigError, DataError
 
@@ -46,7 +46,8 @@ def make_loader(
     skip = on_error == "skip"
     if shuffle or skip:
         dataset = LoaderDataset(dataset, skip=skip)
-    return DataLoader(
+    # A shuffled (training) loader is a ReplayLoader: its position reaches checkpoints, so a restart resumes there.
+    return (ReplayLoader if shuffle else DataLoader)(
         dataset,
         batch_size=batch_size,
         sampler=ReplaySampler(dataset, stream=stream) if shuffle else sampler,

@@ -16,7 +16,7 @@ from pytorch_lightning.callbacks import BasePredictionWriter
 from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import ConcatDataset
 
-from crackcascade.reliability import check_writable
+from crackcascade.outputs import check_writable
 from crackcascade.report import describe, overlay, overlay_thumbnail, write_report
 
 

@@ -1,4 +1,4 @@
-"""Training callbacks: a time budget whose learning rate anneals to zero exactly when the time is up."""
+"""A training time budget whose learning rate anneals to zero exactly when the time is up."""
 
 from __future__ import annotations
 
