@@ -37,9 +37,10 @@ from _common import quiet_trainer
 from PIL import Image
 
 from crackcascade import CrackMaskDataModule, CrackSegmenter, MultiTaskClassifier, PhiNetDataModule
+from crackcascade.checkpoints.restore import load_segmenter
 from crackcascade.data.synthetic import write_crack_masks
 from crackcascade.hardware import default_precision
-from crackcascade.models.cascade import CrackCascade, load_segmenter
+from crackcascade.models.cascade import CrackCascade
 
 
 def cracked(mask_path: Path) -> bool:

@@ -20,6 +20,7 @@ from crackcascade.arguments import CrackcascadeParser, OptionError, locate
 from crackcascade.checkpoints import TRUST_ENV, class_path, import_class, load_checkpoint, saved_class, trusted
 from crackcascade.errors import ConfigError, StoppedError, find_error, one_line
 from crackcascade.hardware import default_precision
+from crackcascade.models.base import CrackcascadeModule
 from crackcascade.reliability import (
     RunGuard,
     check_writable,
@@ -384,7 +385,8 @@ def main(args: Sequence[str] | None = None) -> int:
         if argv[:1] in (["-h"], ["--help"]):
             print(USAGE_EXTRA)
         CrackcascadeCLI(
-            model_class=pl.LightningModule,
+            # crackcascade's models share this root; subclass mode takes any of them by name or path.
+            model_class=CrackcascadeModule,
             datamodule_class=pl.LightningDataModule,
             subclass_mode_model=True,
             subclass_mode_data=True,

@@ -42,9 +42,10 @@ import torch
 from torch import Tensor, nn
 
 import crackcascade
+from crackcascade.checkpoints.reading import checkpoint_kind, read_lightning_checkpoint, resolve_checkpoint
+from crackcascade.checkpoints.restore import classifier_from_checkpoint, restore_model
 from crackcascade.errors import ConfigError, WeightsError, first_line
 from crackcascade.labels import get_task
-from crackcascade.models.cascade import _classifier_from, _kind, _read_checkpoint, _restore, resolve_checkpoint
 from crackcascade.models.multitask import MultiTaskClassifier
 from crackcascade.models.segmenter import CrackSegmenter
 from crackcascade.tiling import PAD_MULTIPLE
@@ -396,11 +397,11 @@ def export_checkpoint(
     output = Path(output)
     check_output(output, overwrite)
     path = resolve_checkpoint(checkpoint, "checkpoint")
-    state = _read_checkpoint(path, "checkpoint")
-    kind = _kind(state)
+    state = read_lightning_checkpoint(path, "checkpoint")
+    kind = checkpoint_kind(state)
     module: nn.Module
     if kind.startswith("classifier"):
-        classifier = _classifier_from(state, path, (), "checkpoint")
+        classifier = classifier_from_checkpoint(state, path, (), "checkpoint")
         # Only the heads that were trained: an untrained head's logits would look like answers.
         trained = set(state.get("crackcascade_trained_tasks", classifier.tasks))
         tasks = [t for t in classifier.tasks if t in trained]
@@ -413,7 +414,7 @@ def export_checkpoint(
     elif kind.startswith("U-Net"):
         if image_size is not None:
             raise ConfigError("--image-size applies to classifiers; an exported U-Net takes any height and width")
-        module = cast(CrackSegmenter, _restore(CrackSegmenter, path, state, "checkpoint"))
+        module = cast(CrackSegmenter, restore_model(CrackSegmenter, path, state, "checkpoint"))
         metadata = export_segmenter(module, output, opset=opset, input_dtype=input_dtype)
     else:
         raise WeightsError(f"checkpoint: '{path}' holds a {kind}, not a MultiTaskClassifier or CrackSegmenter")

@@ -23,7 +23,7 @@ from crackcascade.data.io import read_image
 from crackcascade.data.synthetic import write_phinet
 from crackcascade.data.transforms import classification_transform
 from crackcascade.errors import ConfigError
-from crackcascade.models.multitask import ConfusionCounts
+from crackcascade.metrics.classification import ConfusionCounts
 
 from .conftest import CONF
 

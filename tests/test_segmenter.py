@@ -16,15 +16,15 @@ from torchmetrics.functional.classification import binary_stat_scores
 
 from crackcascade import CrackSegmenter
 from crackcascade.errors import ConfigError, WeightsError
-from crackcascade.models.segmenter import (
+from crackcascade.metrics.segmentation import (
     THRESHOLD_GRID,
     SegmentationMetrics,
     best_threshold_index,
     class_targets,
     f1_curve,
-    segmentation_loss,
     segmentation_scores,
 )
+from crackcascade.models.losses import segmentation_loss
 
 ENCODER = "tu-test_resnet"
 
