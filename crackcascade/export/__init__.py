@@ -24,6 +24,10 @@ flips and the cascade's routing and gating stay with the caller (see ``predict_t
 The graphs are made by ``torch.onnx.export(..., dynamo=True)``, torch's default exporter since
 2.9 (it traces with ``torch.export`` and writes the ONNX graph with onnxscript); the legacy
 TorchScript exporter is deprecated and not used.
+
+The package: :mod:`~crackcascade.export.graphs` (the graphs and their metadata),
+:mod:`~crackcascade.export.parity` (onnxruntime against PyTorch) and
+:mod:`~crackcascade.export.command` (checkpoints, and ``crackcascade export``).
 """
 
 from crackcascade.export.command import export_checkpoint, main

@@ -19,6 +19,10 @@ A record is the per-image dict of the cascade; every key is optional except ``"p
      "segmented": True, "classes": ["crack"],
      "measurements": {"count": 3, "total_length_px": 412.0, "max_width_px": 7.0, "px_per_mm": None, ...},
      "fractions": {"crack": 0.012}}
+
+The package: :mod:`~crackcascade.report.images` (overlays, thumbnails),
+:mod:`~crackcascade.report.sentences` (records in words), :mod:`~crackcascade.report.markup`
+(HTML tables and SVG charts) and :mod:`~crackcascade.report.page` (the report).
 """
 
 from crackcascade.report.images import (
