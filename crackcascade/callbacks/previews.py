@@ -28,7 +28,7 @@ from crackcascade.tracking import log_image_previews, log_mask_previews, preview
 class ValidationPreviews(pl.Callback):
     """Collect previews from the validation steps' outputs on rank zero with W&B, and log them once per epoch.
 
-    Subclasses say what to keep from a step (:meth:`collect`) and how to log it (:meth:`log`).
+    Subclasses say what to keep from a step (:meth:`collect`) and how to log it (:meth:`log_previews`).
     """
 
     def __init__(self) -> None:
@@ -40,7 +40,7 @@ class ValidationPreviews(pl.Callback):
     def collect(self, pl_module: pl.LightningModule, outputs: Mapping[str, Any], batch: Mapping[str, Any]) -> None:
         """Keep what a validation step's ``outputs`` and ``batch`` show (subclasses)."""
 
-    def log(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def log_previews(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Log what was collected (subclasses)."""
 
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -64,7 +64,7 @@ class ValidationPreviews(pl.Callback):
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Log the epoch's previews, then forget them."""
         if self.active:
-            self.log(trainer, pl_module)
+            self.log_previews(trainer, pl_module)
         self.active = False
         self.reset()
 
@@ -107,7 +107,7 @@ class TaskPreviews(ValidationPreviews):
             (image,) = shrink(images[i].to(torch.uint8))
             self.previews[task] = (image, caption)
 
-    def log(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def log_previews(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Log the images in head order as ``val_previews``."""
         shown = [self.previews[t] for t in self.order if t in self.previews]
         log_image_previews(trainer, "val_previews", [i for i, _ in shown], [c for _, c in shown])
@@ -165,7 +165,7 @@ class MaskPreviews(ValidationPreviews):
             )
             kept.append((image, truth, probs, str(batch["path"][i])))
 
-    def log(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def log_previews(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Log photo, true mask and predicted mask per scale."""
         model: MaskModel = pl_module  # type: ignore[assignment]
         for scale, kept in self.previews.items():
