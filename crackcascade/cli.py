@@ -18,7 +18,9 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 import crackcascade
 from crackcascade.arguments import CrackcascadeParser, OptionError, locate
 from crackcascade.checkpoints import TRUST_ENV, class_path, import_class, load_checkpoint, saved_class, trusted
+from crackcascade.checkpoints import main as convert
 from crackcascade.errors import ConfigError, StoppedError, find_error, one_line
+from crackcascade.export import main as export
 from crackcascade.hardware import default_precision
 from crackcascade.models.base import CrackcascadeModule
 from crackcascade.reliability import (
@@ -375,12 +377,8 @@ def main(args: Sequence[str] | None = None) -> int:
 
             return synthesize(argv[1:])
         if argv[:1] == ["convert"]:
-            from crackcascade.checkpoints import main as convert
-
             return convert(argv[1:])
         if argv[:1] == ["export"]:
-            from crackcascade.export import main as export
-
             return export(argv[1:])
         if argv[:1] in (["-h"], ["--help"]):
             print(USAGE_EXTRA)
