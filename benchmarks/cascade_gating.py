@@ -37,8 +37,9 @@ from _common import quiet_trainer
 from PIL import Image
 
 from crackcascade import CrackMaskDataModule, CrackSegmenter, MultiTaskClassifier, PhiNetDataModule
+from crackcascade.checkpoints.restore import load_segmenter
 from crackcascade.hardware import default_precision
-from crackcascade.models.cascade import CrackCascade, load_segmenter
+from crackcascade.models.cascade import CrackCascade
 from crackcascade.synthetic import write_crack_masks
 
 

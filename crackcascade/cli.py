@@ -19,8 +19,11 @@ import crackcascade
 from crackcascade.arguments import CrackcascadeParser, OptionError, locate
 from crackcascade.callbacks import PredictionWriter, RunGuard
 from crackcascade.checkpoints import TRUST_ENV, class_path, import_class, load_checkpoint, saved_class, trusted
+from crackcascade.checkpoints import main as convert
 from crackcascade.errors import ConfigError, StoppedError, find_error, one_line
+from crackcascade.export import main as export
 from crackcascade.hardware import default_precision
+from crackcascade.models.base import CrackcascadeModule
 from crackcascade.outputs import (
     check_writable,
     checkpoint_dir,
@@ -372,17 +375,14 @@ def main(args: Sequence[str] | None = None) -> int:
         if argv[:1] == ["synthesize"]:
             return synthesize(argv[1:])
         if argv[:1] == ["convert"]:
-            from crackcascade.checkpoints import main as convert
-
             return convert(argv[1:])
         if argv[:1] == ["export"]:
-            from crackcascade.export import main as export
-
             return export(argv[1:])
         if argv[:1] in (["-h"], ["--help"]):
             print(USAGE_EXTRA)
         CrackcascadeCLI(
-            model_class=pl.LightningModule,
+            # crackcascade's models share this root; subclass mode takes any of them by name or path.
+            model_class=CrackcascadeModule,
             datamodule_class=pl.LightningDataModule,
             subclass_mode_model=True,
             subclass_mode_data=True,

@@ -14,10 +14,12 @@ import pytest
 import torch
 from PIL import Image
 
+from crackcascade.checkpoints.reading import resolve_checkpoint
 from crackcascade.cli import main
 from crackcascade.errors import ConfigError, WeightsError
 from crackcascade.labels import SCALES, get_task
-from crackcascade.models.cascade import CascadeMetrics, CrackCascade, format_table, resolve_checkpoint
+from crackcascade.metrics.cascade import CascadeMetrics
+from crackcascade.models.cascade import CrackCascade, format_table
 from crackcascade.models.multitask import MultiTaskClassifier
 from crackcascade.models.segmenter import CrackSegmenter
 

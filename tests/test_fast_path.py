@@ -22,7 +22,7 @@ from crackcascade.data.datamodules import make_loader
 from crackcascade.data.io import read_image
 from crackcascade.data.transforms import classification_transform
 from crackcascade.errors import ConfigError
-from crackcascade.models.multitask import ConfusionCounts
+from crackcascade.metrics.classification import ConfusionCounts
 from crackcascade.synthetic import write_phinet
 
 from .conftest import CONF

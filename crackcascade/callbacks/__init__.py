@@ -9,6 +9,8 @@ Configs name them by these paths (``class_path: crackcascade.callbacks.TimeBudge
   training batch that fits, under a memory cap.
 * :class:`PredictionWriter` (:mod:`~crackcascade.callbacks.prediction_writer`): predictions as
   CSV/JSON, masks, overlays and an HTML report.
+* :class:`TaskPreviews`, :class:`MaskPreviews` (:mod:`~crackcascade.callbacks.previews`): W&B
+  validation previews, which the models add themselves when a W&B logger is configured.
 * :class:`RunGuard` (:mod:`~crackcascade.callbacks.run_guard`), which the ``crackcascade``
   command adds to every Trainer, composed of :class:`PreflightCheck`, :class:`StepSeeds`,
   :class:`MidEpochResume` and :class:`SkipReport`.
@@ -17,6 +19,7 @@ Configs name them by these paths (``class_path: crackcascade.callbacks.TimeBudge
 from crackcascade.callbacks.batch_finder import LargestBatchFinder
 from crackcascade.callbacks.prediction_writer import PredictionWriter
 from crackcascade.callbacks.preflight import PreflightCheck
+from crackcascade.callbacks.previews import MaskPreviews, TaskPreviews, ValidationPreviews
 from crackcascade.callbacks.resume import MidEpochResume
 from crackcascade.callbacks.run_guard import RunGuard
 from crackcascade.callbacks.skip_report import SkipReport
@@ -25,11 +28,14 @@ from crackcascade.callbacks.time_budget import TimeBudget
 
 __all__ = [
     "LargestBatchFinder",
+    "MaskPreviews",
     "MidEpochResume",
     "PredictionWriter",
     "PreflightCheck",
     "RunGuard",
     "SkipReport",
     "StepSeeds",
+    "TaskPreviews",
     "TimeBudget",
+    "ValidationPreviews",
 ]

@@ -1,14 +1,18 @@
-"""Offline weight loading: a backbone from a local .safetensors, .pth/.pt or Lightning .ckpt file."""
+"""Offline weight loading: a backbone or U-Net encoder from a local .safetensors, .pth/.pt or Lightning .ckpt file."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
+import timm
 import torch
-from torch import nn
+from safetensors.torch import load_file
+from torch import Tensor, nn
 
-from crackcascade.checkpoints import load_checkpoint
+from crackcascade.checkpoints.reading import load_checkpoint
 from crackcascade.errors import WeightsError
 
 KNOWN_PREFIXES: tuple[str, ...] = (
@@ -28,7 +32,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
     ``.safetensors`` files are read with safetensors; anything else with
     ``torch.load(weights_only=True)``, which refuses pickled Python objects unless the user
-    trusts the file (:func:`crackcascade.checkpoints.load_checkpoint`). A Lightning checkpoint's
+    trusts the file (:func:`crackcascade.checkpoints.reading.load_checkpoint`). A Lightning checkpoint's
     ``state_dict`` (or a ``model``/``state_dict`` entry of a plain dict) is unwrapped.
 
     Args:
@@ -41,8 +45,6 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise WeightsError(f"weight file '{path}' not found; give a local .safetensors, .pth or .ckpt file")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         try:
             return load_file(str(path), device="cpu")
         except Exception as err:
@@ -105,3 +107,64 @@ def load_weights(
             )
         raise WeightsError(f"{path}: does not match the {what}: {'; '.join(problems)}; check the architecture name")
     module.load_state_dict(stripped, strict=True)
+
+
+# ---- U-Net encoders -----------------------------------------------------------------------------
+
+CLASSIFIER_PREFIXES: tuple[str, ...] = ("fc.", "classifier.", "head.", "last_linear.", "_fc.")
+"""Classifier tensors of ImageNet checkpoints that an encoder without a head drops."""
+
+
+def _matching_keys(state: dict[str, Tensor], own: dict[str, Tensor]) -> int:
+    """Most keys of ``own`` that ``state`` holds under any of :data:`KNOWN_PREFIXES`."""
+    return max(sum(1 for k in state if k.startswith(p) and k[len(p) :] in own) for p in KNOWN_PREFIXES)
+
+
+def _unused_prefixes(own: dict[str, Tensor]) -> list[str]:
+    return [p for p in CLASSIFIER_PREFIXES if not any(k.startswith(p) for k in own)]
+
+
+def load_encoder_weights(encoder: nn.Module, encoder_name: str, path: str | Path) -> None:
+    """Fill a U-Net encoder from a local weight file, offline.
+
+    Three layouts load: a checkpoint of the encoder itself or of a :class:`CrackSegmenter`
+    (``encoder.``/``model.encoder.`` keys); an ImageNet classifier of the same backbone as
+    torchvision/smp name it (its classifier is dropped); and, for ``tu-`` (timm) encoders, a
+    plain timm state dict of the backbone. smp wraps timm backbones as ``encoder.model`` built
+    with ``features_only``, which drops the classifier and final layers and renames flattened
+    stages (``stages.0`` -> ``stages_0``); so a timm file is loaded into the full timm model first,
+    with :func:`load_weights`' checks, and copied over from there.
+    The layout whose keys match more of the file is used.
+
+    Args:
+        encoder: ``smp.Unet(...).encoder``.
+        encoder_name: The smp encoder name (``tu-<timm name>`` for timm backbones).
+        path: Weight file (.safetensors, .pth/.pt or Lightning .ckpt).
+
+    Raises:
+        WeightsError: If the file is missing, unsafe, or does not match the encoder.
+    """
+    own = encoder.state_dict()
+    timm_model: Any = None  # a timm model; typed Any for its pretrained_cfg attribute
+    if encoder_name.startswith("tu-") and isinstance(getattr(encoder, "model", None), nn.Module):
+        timm_model = timm.create_model(encoder_name[3:], pretrained=False, num_classes=0)
+        state = read_state_dict(path)
+        if _matching_keys(state, timm_model.state_dict()) <= _matching_keys(state, own):
+            timm_model = None
+    if timm_model is None:
+        load_weights(encoder, path, ignore_prefixes=_unused_prefixes(own), what="encoder")
+        return
+    classifier = timm_model.pretrained_cfg.get("classifier", "fc")
+    classifiers = [classifier] if isinstance(classifier, str) else list(classifier)
+    load_weights(timm_model, path, ignore_prefixes=[f"{c}." for c in classifiers], what="encoder")
+    source = timm_model.state_dict()
+    features: nn.Module = encoder.model  # type: ignore[assignment]
+    mapped: dict[str, Tensor] = {}
+    for key in features.state_dict():
+        head, _, rest = key.partition(".")
+        flattened = re.fullmatch(r"(.+)_(\d+)", head)
+        original = f"{flattened[1]}.{flattened[2]}.{rest}" if flattened and key not in source else key
+        if original not in source:
+            raise WeightsError(f"{path}: does not match the encoder: no tensor for {key}; check the architecture name")
+        mapped[key] = source[original]
+    features.load_state_dict(mapped, strict=True)

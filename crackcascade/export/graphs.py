@@ -1,50 +1,20 @@
-"""ONNX export of trained models, for runtimes without PyTorch (drones, robots, C++ or mobile services).
-
-``crackcascade export CHECKPOINT OUTPUT.onnx`` writes one ONNX file and a JSON file beside it
-(``OUTPUT.json``, the same metadata is embedded in the ONNX file as ``metadata_props``). The
-output path is checked before the export starts (:func:`check_output`): an existing ONNX file or
-JSON is replaced only with ``--overwrite``, and a folder that cannot be written is named at once.
-
-* a :class:`~crackcascade.models.multitask.MultiTaskClassifier` becomes a graph with input
-  ``image`` ``(batch, 3, S, S)`` at its training size ``S`` and one output per trained head,
-  named by task, with that head's logits ``(batch, classes)`` (softmax gives the probabilities
-  ``predict`` reports);
-* a :class:`~crackcascade.models.segmenter.CrackSegmenter` becomes a graph with input ``image``
-  ``(batch, 3, height, width)`` of any height and width of at least :data:`MIN_SIDE` pixels and
-  output ``logits`` ``(batch, classes, height, width)``; ``sigmoid(logits) >= threshold`` (the
-  thresholds chosen on validation, in the metadata) is the mask.
-
-Both take RGB images as the PyTorch modules do, ``uint8`` 0-255 by default (``--input-dtype
-float32`` for floats 0-255): normalization with the model's mean and std is part of the graph,
-and so is the U-Net's reflection padding to a multiple of 32 and the crop back, so a runtime
-feeds decoded pixels and reads logits at the input's size. Tiling of large photos, test-time
-flips and the cascade's routing and gating stay with the caller (see ``predict_tiled`` in
-:mod:`crackcascade.tiling` and :class:`~crackcascade.models.cascade.CrackCascade`).
-
-The graphs are made by ``torch.onnx.export(..., dynamo=True)``, torch's default exporter since
-2.9 (it traces with ``torch.export`` and writes the ONNX graph with onnxscript); the legacy
-TorchScript exporter is deprecated and not used.
-"""
+"""The ONNX graphs of a classifier and a U-Net, with their metadata embedded (see :mod:`crackcascade.export`)."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import tempfile
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, cast
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
 import crackcascade
 from crackcascade.errors import ConfigError, WeightsError, first_line
 from crackcascade.labels import get_task
-from crackcascade.models.cascade import _classifier_from, _kind, _read_checkpoint, _restore, resolve_checkpoint
 from crackcascade.models.multitask import MultiTaskClassifier
 from crackcascade.models.segmenter import CrackSegmenter
 from crackcascade.tiling import PAD_MULTIPLE
@@ -61,7 +31,7 @@ MAX_ABS_DIFF = 1e-4
 """Largest difference between onnxruntime and PyTorch outputs that :func:`check_parity` accepts."""
 VERIFY_RTOL = 1e-4
 """Relative part of the tolerance of ``crackcascade export``'s own check (see :func:`check_parity`)."""
-_DTYPES: dict[str, torch.dtype] = {"uint8": torch.uint8, "float32": torch.float32}
+INPUT_DTYPES: dict[str, torch.dtype] = {"uint8": torch.uint8, "float32": torch.float32}
 
 
 @dataclass(frozen=True)
@@ -98,7 +68,8 @@ class ClassifierGraph(nn.Module):
         return tuple(logits[task] for task in self.tasks)
 
 
-def _require_onnx() -> Any:
+def require_onnx() -> Any:
+    """The ``onnx`` module (with onnxscript, which the exporter writes graphs with), or a one-line error."""
     try:
         import onnx
         import onnxscript  # noqa: F401  (the dynamo exporter writes the graph with it)
@@ -110,10 +81,11 @@ def _require_onnx() -> Any:
     return onnx
 
 
-def _check_options(opset: int, input_dtype: str) -> None:
+def check_options(opset: int, input_dtype: str) -> None:
+    """Refuse an opset below :data:`DEFAULT_OPSET` or an unknown input dtype, with one line naming the option."""
     if opset < DEFAULT_OPSET:
         raise ConfigError(f"--opset must be >= {DEFAULT_OPSET} (the exporter's lowest), got {opset}")
-    if input_dtype not in _DTYPES:
+    if input_dtype not in INPUT_DTYPES:
         raise ConfigError(f"--input-dtype must be uint8 or float32, got {input_dtype!r}")
 
 
@@ -239,17 +211,17 @@ def export_classifier(
     Returns:
         The metadata, also embedded in the file (see :func:`write_metadata`).
     """
-    _check_options(opset, input_dtype)
+    check_options(opset, input_dtype)
     if image_size < 16:
         raise ConfigError(f"--image-size must be >= 16, got {image_size}")
     chosen = list(classifier.tasks if tasks is None else tasks)
     unknown = [t for t in chosen if t not in classifier.tasks]
     if not chosen or unknown:
         raise ConfigError(f"no head for task(s) {unknown or chosen}; the classifier has {list(classifier.tasks)}")
-    onnx = _require_onnx()
+    onnx = require_onnx()
     path = Path(path)
     check_output(path, overwrite=True)
-    example = _example((2, 3, image_size, image_size), input_dtype)
+    example = example_images((2, 3, image_size, image_size), input_dtype)
     _export(ClassifierGraph(classifier.eval(), chosen), example, path, chosen, {0: "batch"}, opset)
     metadata = {
         "kind": "classifier",
@@ -287,12 +259,12 @@ def export_segmenter(
     Returns:
         The metadata, also embedded in the file (see :func:`write_metadata`).
     """
-    _check_options(opset, input_dtype)
-    onnx = _require_onnx()
+    check_options(opset, input_dtype)
+    onnx = require_onnx()
     path = Path(path)
     check_output(path, overwrite=True)
     # An example that needs padding on both sides, so the traced graph pads and crops.
-    example = _example((2, 3, 2 * MIN_SIDE + 5, 2 * MIN_SIDE + 11), input_dtype)
+    example = example_images((2, 3, 2 * MIN_SIDE + 5, 2 * MIN_SIDE + 11), input_dtype)
     dims = {0: "batch", 2: "height", 3: "width"}
     _export(segmenter.eval(), example, path, ["logits"], dims, opset)
     classes = list(segmenter.classes)
@@ -318,9 +290,10 @@ def export_segmenter(
     return _finish(onnx, path, metadata, opset, dims)
 
 
-def _example(shape: tuple[int, ...], dtype: str) -> Tensor:
+def example_images(shape: tuple[int, ...], dtype: str) -> Tensor:
+    """Seeded random 0-255 images of a shape and an input dtype (``uint8``, ``float32``)."""
     generator = torch.Generator().manual_seed(0)
-    return torch.randint(0, 256, shape, generator=generator).to(_DTYPES[dtype])
+    return torch.randint(0, 256, shape, generator=generator).to(INPUT_DTYPES[dtype])
 
 
 def _finish(onnx: Any, path: Path, metadata: dict[str, Any], opset: int, dims: dict[int, str]) -> dict[str, Any]:
@@ -355,216 +328,9 @@ def write_metadata(model: Any, metadata: dict[str, Any]) -> None:
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
     """The crackcascade metadata embedded in an exported ONNX file (see :func:`write_metadata`)."""
-    onnx = _require_onnx()
+    onnx = require_onnx()
     model = onnx.load(str(path), load_external_data=False)
     for prop in model.metadata_props:
         if prop.key == METADATA_KEY:
             return cast(dict[str, Any], json.loads(prop.value))
     raise WeightsError(f"{path}: has no crackcascade metadata; export it with `crackcascade export`")
-
-
-# ---- checkpoints --------------------------------------------------------------------------------
-
-
-def export_checkpoint(
-    checkpoint: str | Path,
-    output: str | Path,
-    *,
-    image_size: int | None = None,
-    opset: int = DEFAULT_OPSET,
-    input_dtype: InputDtype = "uint8",
-    overwrite: bool = False,
-) -> ExportResult:
-    """Export the model of a Lightning checkpoint, a classifier or a U-Net (told apart by its hyper-parameters).
-
-    Args:
-        checkpoint: ``.ckpt`` file of a :class:`MultiTaskClassifier` or :class:`CrackSegmenter`;
-            a glob picks the newest match.
-        output: ONNX file to write; the metadata goes to the same name with ``.json``.
-        image_size: Classifier input side; None takes the training ``image_size`` saved in the
-            checkpoint (else 224). Not for U-Nets, which take any size.
-        opset: ONNX opset (>= 18).
-        input_dtype: ``uint8`` or ``float32`` (both 0-255).
-        overwrite: Replace an existing ``output`` and its ``.json`` (else they are refused).
-
-    Raises:
-        WeightsError: If the checkpoint is missing, unreadable or of another model.
-        ConfigError: For an option that does not apply or cannot work, or an output that exists
-            (without ``overwrite``) or cannot be written (see :func:`check_output`), before exporting.
-    """
-    start = time.perf_counter()
-    output = Path(output)
-    check_output(output, overwrite)
-    path = resolve_checkpoint(checkpoint, "checkpoint")
-    state = _read_checkpoint(path, "checkpoint")
-    kind = _kind(state)
-    module: nn.Module
-    if kind.startswith("classifier"):
-        classifier = _classifier_from(state, path, (), "checkpoint")
-        # Only the heads that were trained: an untrained head's logits would look like answers.
-        trained = set(state.get("crackcascade_trained_tasks", classifier.tasks))
-        tasks = [t for t in classifier.tasks if t in trained]
-        trained_size = (state.get("datamodule_hyper_parameters") or {}).get("image_size")
-        size = int(image_size or trained_size or 224)
-        metadata = export_classifier(
-            classifier, output, tasks=tasks, image_size=size, opset=opset, input_dtype=input_dtype
-        )
-        module = ClassifierGraph(classifier, tasks)
-    elif kind.startswith("U-Net"):
-        if image_size is not None:
-            raise ConfigError("--image-size applies to classifiers; an exported U-Net takes any height and width")
-        module = cast(CrackSegmenter, _restore(CrackSegmenter, path, state, "checkpoint"))
-        metadata = export_segmenter(module, output, opset=opset, input_dtype=input_dtype)
-    else:
-        raise WeightsError(f"checkpoint: '{path}' holds a {kind}, not a MultiTaskClassifier or CrackSegmenter")
-    metadata_path = output.with_suffix(".json")
-    # The source is recorded in the JSON only: the ONNX file stays the same wherever the checkpoint was.
-    metadata = {**metadata, "checkpoint": str(path)}
-    metadata_path.write_text(json.dumps(metadata, indent=1) + "\n")
-    return ExportResult(output, metadata_path, metadata, module, time.perf_counter() - start)
-
-
-# ---- parity ---------------------------------------------------------------------------------------
-
-
-def onnx_session(path: str | Path, threads: int | None = None) -> Any:
-    """An onnxruntime CPU session of an exported model.
-
-    Args:
-        path: The ONNX file.
-        threads: Intra-op threads; None lets onnxruntime choose.
-
-    Raises:
-        ConfigError: If onnxruntime is not installed.
-    """
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise ConfigError("onnxruntime is not installed; pip install 'crackcascade[export]'") from None
-    options = ort.SessionOptions()
-    if threads is not None:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def torch_outputs(module: nn.Module, images: Tensor) -> list[np.ndarray]:
-    """The outputs of an exported module (:class:`ClassifierGraph` or a U-Net) for ``images``, as arrays."""
-    with torch.inference_mode():
-        out = module.eval()(images)
-    return [o.float().numpy() for o in (out if isinstance(out, tuple) else (out,))]
-
-
-def check_parity(
-    module: nn.Module,
-    session: Any,
-    images: Tensor,
-    metadata: dict[str, Any],
-    atol: float = MAX_ABS_DIFF,
-    rtol: float = 0.0,
-) -> float:
-    """Largest absolute difference between onnxruntime's and PyTorch's outputs on the same images.
-
-    Args:
-        module: The exported module (see :attr:`ExportResult.module`).
-        session: An onnxruntime session of the export (:func:`onnx_session`).
-        images: Input batch of the export's dtype and shape.
-        metadata: The export's metadata (names the outputs).
-        atol: Largest absolute difference accepted.
-        rtol: Further difference accepted per unit of the output's largest absolute PyTorch value:
-            float32 sums taken in another order differ in proportion to the activations, so a
-            deep network with logits in the tens differs by more than 1e-4 even where a logit is
-            near 0 (a random ResNet-34 U-Net at 256x256: logits up to 104, differences up to 1.3e-3).
-
-    Raises:
-        WeightsError: If an output differs by more than ``atol + rtol * max|pytorch output|``, or the shapes differ.
-    """
-    names = [o["name"] for o in metadata["outputs"]]
-    got = session.run(names, {"image": images.numpy()})
-    want = torch_outputs(module, images)
-    worst = 0.0
-    for name, a, b in zip(names, got, want, strict=True):
-        if a.shape != b.shape:
-            raise WeightsError(f"exported output '{name}' has shape {a.shape}, PyTorch gives {b.shape}")
-        if not a.size:
-            continue
-        difference = float(np.abs(a - b).max())
-        worst = max(worst, difference)
-        limit = atol + rtol * float(np.abs(b).max())
-        if difference > limit:
-            raise WeightsError(
-                f"exported output '{name}' differs from PyTorch by {difference:.3g} on the same input "
-                f"(more than {limit:.3g})"
-            )
-    return worst
-
-
-def _parity_inputs(metadata: dict[str, Any]) -> list[Tensor]:
-    dtype = metadata["input"]["dtype"]
-    if metadata["kind"] == "classifier":
-        size = metadata["image_size"]
-        return [_example((3, 3, size, size), dtype)]
-    side = metadata["min_side"]
-    # Two sizes that are not multiples of 32, so both the padding and the crop are checked.
-    return [_example((1, 3, 2 * side + 7, 3 * side - 5), dtype), _example((2, 3, side + 13, side + 1), dtype)]
-
-
-def verify_export(result: ExportResult, threads: int | None = None, rtol: float = VERIFY_RTOL) -> float:
-    """Run an export in onnxruntime and PyTorch on random images; return the largest absolute difference.
-
-    Raises:
-        WeightsError: If an output differs by more than ``MAX_ABS_DIFF + rtol * max|output|``.
-    """
-    session = onnx_session(result.onnx_path, threads)
-    inputs = _parity_inputs(result.metadata)
-    return max(check_parity(result.module, session, x, result.metadata, rtol=rtol) for x in inputs)
-
-
-# ---- command line ---------------------------------------------------------------------------------
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``crackcascade export CHECKPOINT OUTPUT.onnx``.
-
-    Args:
-        argv: Arguments after ``export``.
-
-    Returns:
-        0 on success (bad arguments exit with status 2, as argparse does; crackcascade errors
-        are printed as one line by :func:`crackcascade.cli.main`).
-    """
-    parser = argparse.ArgumentParser(
-        prog="crackcascade export",
-        description=(
-            "Export a classifier or U-Net checkpoint to ONNX (with a .json of class names, thresholds and "
-            "input size beside it), then check it against PyTorch with onnxruntime."
-        ),
-    )
-    add = parser.add_argument
-    add("checkpoint", help="a MultiTaskClassifier or CrackSegmenter .ckpt (a glob picks the newest)")
-    add("output", type=Path, help="ONNX file to write, e.g. exports/classifier.onnx")
-    add("--image-size", type=int, metavar="PX", help="classifier input side (default: its training size, else 224)")
-    add("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default: {DEFAULT_OPSET})")
-    add("--input-dtype", choices=tuple(_DTYPES), default="uint8", help="input pixels, 0-255 (default: uint8)")
-    add("--no-verify", action="store_true", help="skip the onnxruntime vs PyTorch check")
-    add("--overwrite", action="store_true", help="replace OUTPUT and its .json if they exist (default: refuse)")
-    args = parser.parse_args(argv)
-    result = export_checkpoint(
-        args.checkpoint,
-        args.output,
-        image_size=args.image_size,
-        opset=args.opset,
-        input_dtype=args.input_dtype,
-        overwrite=args.overwrite,
-    )
-    meta = result.metadata
-    outputs = ", ".join(o["name"] for o in meta["outputs"])
-    shape = "x".join(str(s) for s in meta["input"]["shape"])
-    print(
-        f"exported the {meta['kind']} to {result.onnx_path} in {result.seconds:.1f} s "
-        f"(input image {meta['input']['dtype']} {shape}; outputs {outputs}); metadata in {result.metadata_path}"
-    )
-    if not args.no_verify:
-        worst = verify_export(result)
-        print(f"onnxruntime matches PyTorch: max |difference| {worst:.2g} on random images")
-    return 0
