@@ -16,6 +16,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import torch
+from torch import Tensor
+from torchmetrics import Metric
 
 DAMAGE_TYPE_ROWS = ("non", "flexural", "shear", "combined")
 """Rows of the paper's Table 2: the damage type the Phi-Net classifier predicted."""
@@ -132,3 +135,38 @@ def format_localization(rows: Mapping[tuple[str, str], PaperLocalization]) -> st
             line += f"{theirs.passed:>14,}{theirs.located:>9,}{theirs.accuracy:>8.4f}"
         lines.append(line.rstrip())
     return "\n".join(lines)
+
+
+class Table2Counts(Metric):
+    """The paper's Table 2 counted over a test set with crack flags: damage type x crack, DDP-summed.
+
+    Also counts how many of those images the scene head calls pixel level, which the paper
+    checked for the concrete-crack set (section 3.3.1).
+    """
+
+    full_state_update = False
+    counts: Tensor
+    pixel: Tensor
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("counts", torch.zeros(len(DAMAGE_TYPE_ROWS), len(CRACK_COLUMNS), dtype=torch.long), "sum")
+        self.add_state("pixel", torch.zeros(2, dtype=torch.long), "sum")  # (called pixel level, seen by the head)
+
+    def update(self, damage_type: Tensor, crack: Tensor, scene: Tensor | None = None) -> None:
+        """Add a batch.
+
+        Args:
+            damage_type: ``(B,)`` predicted damage-type indices (``DAMAGE_TYPE_ROWS`` order).
+            crack: ``(B,)`` the data's crack flags.
+            scene: ``(B,)`` predicted scene indices (0 = pixel level), or None without a scene head.
+        """
+        flat = damage_type.long() * len(CRACK_COLUMNS) + crack.long().to(damage_type.device)
+        self.counts += torch.bincount(flat, minlength=self.counts.numel()).view_as(self.counts)
+        if scene is not None:
+            self.pixel += torch.stack([(scene == 0).sum(), torch.tensor(scene.numel(), device=scene.device)])
+
+    def compute(self) -> tuple[Tensor, float | None]:
+        """The 4x2 counts and the share called pixel level (None when no scene head looked)."""
+        called, seen = self.pixel.tolist()
+        return self.counts.clone(), called / seen if seen else None
