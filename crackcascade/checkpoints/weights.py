@@ -43,7 +43,11 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """
     path = Path(path)
     if not path.is_file():
-        raise WeightsError(f"weight file '{path}' not found; give a local .safetensors, .pth or .ckpt file")
+        raise WeightsError(
+            f"model.pretrained_weights: weight file '{path}' not found; put a local .safetensors, .pth or .ckpt "
+            "file there or pass its path (on a machine with internet: timm.create_model(name, pretrained=True), "
+            "then safetensors.torch.save_file(model.state_dict(), path); see docs/data.md, 'Bring your own weights')"
+        )
     if path.suffix == ".safetensors":
         try:
             return load_file(str(path), device="cpu")
