@@ -11,8 +11,11 @@ from crackcascade.data.datamodules import (
     SyntheticCrackMaskDataModule,
     SyntheticPhiNetDataModule,
 )
+from crackcascade.data.unlabeled import UnlabeledPhotoDataModule
+from crackcascade.models.backbone_file import SaveBackbone
 from crackcascade.models.cascade import CrackCascade
 from crackcascade.models.multitask import MultiTaskClassifier
+from crackcascade.models.pretrain import SSLPretrainer
 from crackcascade.models.segmenter import CrackSegmenter
 from crackcascade.tuning import LargestBatchFinder
 
@@ -26,7 +29,10 @@ __all__ = [
     "LargestBatchFinder",
     "MultiTaskClassifier",
     "PhiNetDataModule",
+    "SSLPretrainer",
+    "SaveBackbone",
     "SyntheticCrackMaskDataModule",
     "SyntheticPhiNetDataModule",
+    "UnlabeledPhotoDataModule",
     "__version__",
 ]

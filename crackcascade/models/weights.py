@@ -10,6 +10,7 @@ from torch import nn
 
 from crackcascade.checkpoints import load_checkpoint
 from crackcascade.errors import WeightsError
+from crackcascade.models.backbone_file import recorded_architecture, sidecar
 
 KNOWN_PREFIXES: tuple[str, ...] = (
     "",
@@ -103,5 +104,7 @@ def load_weights(
             problems.append(
                 f"{len(wrong_shape)} of wrong shape (e.g. {k}: {tuple(stripped[k].shape)} vs {tuple(own[k].shape)})"
             )
-        raise WeightsError(f"{path}: does not match the {what}: {'; '.join(problems)}; check the architecture name")
+        recorded = recorded_architecture(path)
+        hint = f"it holds a {recorded} backbone ({sidecar(path).name})" if recorded else "check the architecture name"
+        raise WeightsError(f"{path}: does not match the {what}: {'; '.join(problems)}; {hint}")
     module.load_state_dict(stripped, strict=True)
