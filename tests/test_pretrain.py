@@ -175,3 +175,24 @@ def test_config_resolves_and_runs_fast_dev_run_through_the_cli(tmp_path: Path, c
     assert info["architecture"] == "test_resnet" and info["steps"] == 1 and info["images"] == 4
     classifier = MultiTaskClassifier(backbone="test_resnet", tasks=["damage_state"], pretrained_weights=str(written))
     assert classifier.backbone.conv1[0].weight.abs().sum() > 0
+
+
+def test_synthetic_pretraining_config_writes_a_backbone_that_chains(tmp_path: Path) -> None:
+    """SSL backbone -> supervised on synthetic scenes (configs/pretrain_synthetic.yaml) -> the classifier."""
+    _, ssl_file = _pretrain(_photos(tmp_path / "photos", count=4), tmp_path / "ssl", steps=1)
+    out = tmp_path / "synthetic"
+    main(["fit", "--config", str(ROOT / "configs" / "pretrain_synthetic.yaml"),
+          "--model.encoder_name", "tu-test_resnet", "--model.pretrained_weights", str(ssl_file),
+          "--data.root", str(tmp_path / "scenes"), "--data.n_train", "4", "--data.n_test", "2",
+          "--data.synthetic_size", "64", "--data.image_size", "32", "--data.batch_size", "2",
+          "--data.scales", "[pixel]", "--data.num_workers", "0",
+          "--trainer.default_root_dir", str(out), "--trainer.logger", "false", "--trainer.fast_dev_run", "true",
+          "--trainer.accelerator", "cpu", "--trainer.precision", "32-true"])  # fmt: skip
+    written = out / "backbone.safetensors"
+    info = json.loads(written.with_suffix(".json").read_text())
+    assert info["architecture"] == "test_resnet" and info["method"] == "supervised (CrackSegmenter)"
+    assert info["initialized_from"] == str(ssl_file) and info["steps"] == 1
+    assert info["data"] == "SyntheticCrackMaskDataModule" and info["images"] > 0
+    unet_file = CrackSegmenter(encoder_name="tu-test_resnet", pretrained_weights=str(written))
+    classifier = MultiTaskClassifier(backbone="test_resnet", tasks=["damage_state"], pretrained_weights=str(written))
+    assert torch.equal(classifier.backbone.conv1[0].weight, unet_file.model.encoder.model.conv1[0].weight)

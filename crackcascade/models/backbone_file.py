@@ -163,6 +163,24 @@ def method_of(module: nn.Module) -> str:
     return f"supervised ({type(module).__name__})"
 
 
+def describe(trainer: pl.Trainer, module: pl.LightningModule, architecture: str) -> dict[str, Any]:
+    """The JSON of a backbone file: what it is, what trained it, on what, for how long, and when."""
+    datamodule = getattr(trainer, "datamodule", None)
+    root = getattr(datamodule, "root", None)
+    return {
+        "architecture": architecture,
+        "method": method_of(module),
+        "data_root": str(Path(root).resolve()) if root else None,
+        "data": type(datamodule).__name__ if datamodule is not None else None,
+        "images": training_images(trainer),
+        "steps": trainer.global_step,
+        "epochs": trainer.current_epoch,
+        "initialized_from": module.hparams.get("pretrained_weights"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "written_by": f"crackcascade {_version()}",
+    }
+
+
 class SaveBackbone(pl.Callback):
     """At the end of ``fit``, write the model's backbone as ``.safetensors`` with a JSON beside it (rank zero).
 
@@ -199,20 +217,7 @@ class SaveBackbone(pl.Callback):
         if not trainer.is_global_zero:
             return
         architecture, state = backbone_state(pl_module)
-        datamodule = getattr(trainer, "datamodule", None)
-        root = getattr(datamodule, "root", None) if datamodule is not None else None
-        info = {
-            "architecture": architecture,
-            "method": method_of(pl_module),
-            "data_root": str(Path(root).resolve()) if root else None,
-            "data": type(datamodule).__name__ if datamodule is not None else None,
-            "images": training_images(trainer),
-            "steps": trainer.global_step,
-            "epochs": trainer.current_epoch,
-            "initialized_from": pl_module.hparams.get("pretrained_weights"),
-            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-            "written_by": f"crackcascade {_version()}",
-        }
+        info = describe(trainer, pl_module, architecture)
         self.written = write_backbone(path, state, info)
         rank_zero_info(f"SaveBackbone: wrote {architecture} backbone to {path} (and {sidecar(path).name})")
 
