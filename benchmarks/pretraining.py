@@ -74,10 +74,11 @@ def ssl_photos(crackforest: Path, phinet: Path, quick: bool, folder: Path) -> tu
     data.setup("test")
     scored = {r.image.resolve() for ds in data.datasets["test"] for r in ds.records}  # type: ignore[attr-defined]
     scored |= {(crackforest / "images" / f"{s}.jpg").resolve() for s in (crackforest / "test.txt").read_text().split()}
-    masks = {p.resolve() for p in SHARED.glob("**/masks/*")}
-    pool = [p for p in list_images(SHARED) if p.resolve() not in scored and p.resolve() not in masks]
-    if quick:
-        pool = pool[::97][:12]
+    if quick:  # CrackForest's photos only: scanning all of ../shared/data takes seconds
+        pool = [p for p in list_images(crackforest / "images") if p.resolve() not in scored][:12]
+    else:
+        masks = {p.resolve() for p in SHARED.glob("**/masks/*")}
+        pool = [p for p in list_images(SHARED) if p.resolve() not in scored and p.resolve() not in masks]
     assert not {p.resolve() for p in pool} & scored, "SSL must never see a scored test photo"
     folder.mkdir(parents=True, exist_ok=True)
     for old in folder.iterdir():
@@ -97,11 +98,19 @@ def cached(cache: Path, name: str, settings: dict[str, Any], train: Any) -> tupl
     return path, json.loads(path.with_suffix(".json").read_text()), hit
 
 
-def fit_and_write(model: pl.LightningModule, data: Any, minutes: float, path: Path, precision: str, **extra: Any) -> None:
+def fit_and_write(
+    model: pl.LightningModule, data: Any, minutes: float, path: Path, precision: str, **extra: Any
+) -> None:
     """Train ``model`` for a time budget and write its backbone file, recording the minutes spent."""
     pl.seed_everything(0, verbose=False)
-    trainer = quiet_trainer(max_epochs=-1, precision=precision, callbacks=[TimeBudget(minutes=minutes)],
-                            check_val_every_n_epoch=1_000_000, default_root_dir=str(path.parent), **extra)  # fmt: skip
+    trainer = quiet_trainer(
+        max_epochs=-1,
+        precision=precision,
+        callbacks=[TimeBudget(minutes=minutes)],
+        check_val_every_n_epoch=1_000_000,
+        default_root_dir=str(path.parent),
+        **extra,
+    )
     start = time.perf_counter()
     trainer.fit(model, datamodule=data)
     architecture, state = backbone_state(model)
@@ -112,7 +121,6 @@ def fit_and_write(model: pl.LightningModule, data: Any, minutes: float, path: Pa
 def pretrain(args: argparse.Namespace, arch: str, precision: str) -> dict[str, tuple[Path | None, dict, bool]]:
     """Every pretrained backbone of :data:`VARIANTS` (cached); ``scratch`` has none."""
     cache, pool = args.workdir / "backbones", args.workdir / "ssl_photos"
-    os.environ[FOLLOW_SYMLINKS_ENV] = "1"  # the SSL and gate folders link to the shared photos
     count, scored = ssl_photos(args.crackforest_root, args.phinet_root, args.quick, pool)
     print(f"SSL photos: {count} from {SHARED} (the {scored} scored test photos left out)")
     size, quick = (32, True) if args.quick else (224, False)
@@ -121,21 +129,42 @@ def pretrain(args: argparse.Namespace, arch: str, precision: str) -> dict[str, t
         settings = {"arch": arch, "views": views, "minutes": args.ssl_minutes, "photos": count, "size": size}
 
         def ssl(path: Path, views: str = views) -> None:
-            model = SSLPretrainer(backbone=arch, method="byol", scheduler="none", hidden_dim=64 if quick else 1024,
-                                  projection_dim=32 if quick else 256)  # fmt: skip
-            data = UnlabeledPhotoDataModule(root=str(pool), image_size=size, views=views,  # type: ignore[arg-type]
-                                            batch_size=4 if quick else 32, num_workers=0 if quick else 2)  # fmt: skip
+            model = SSLPretrainer(
+                backbone=arch,
+                method="byol",
+                scheduler="none",
+                hidden_dim=64 if quick else 1024,
+                projection_dim=32 if quick else 256,
+            )
+            data = UnlabeledPhotoDataModule(
+                root=str(pool),
+                image_size=size,
+                views=views,  # type: ignore[arg-type]
+                batch_size=4 if quick else 32,
+                num_workers=0 if quick else 2,
+            )
             fit_and_write(model, data, args.ssl_minutes, path, precision)
 
         backbones[f"SSL {views}"] = cached(cache, f"ssl_{views}", settings, ssl)
 
     def synthetic(path: Path, start: Path | None) -> None:
-        model = CrackSegmenter(encoder_name=f"tu-{arch}", pretrained_weights=str(start) if start else None,
-                               pos_weight=3.0, optimizer="adamw", lr=1e-3)  # fmt: skip
+        model = CrackSegmenter(
+            encoder_name=f"tu-{arch}",
+            pretrained_weights=str(start) if start else None,
+            pos_weight=3.0,
+            optimizer="adamw",
+            lr=1e-3,
+        )
         data = SyntheticCrackMaskDataModule(
-            root=str(args.workdir / "synthetic_scenes"), scales=["pixel"], n_train=4 if quick else 400, n_test=1,
-            synthetic_size=64 if quick else 320, image_size=size, batch_size=4 if quick else 8, val_fraction=0.0,
-        )  # fmt: skip
+            root=str(args.workdir / "synthetic_scenes"),
+            scales=["pixel"],
+            n_train=4 if quick else 400,
+            n_test=1,
+            synthetic_size=64 if quick else 320,
+            image_size=size,
+            batch_size=4 if quick else 8,
+            val_fraction=0.0,
+        )
         fit_and_write(model, data, args.synthetic_minutes, path, precision)
 
     settings = {"arch": arch, "minutes": args.synthetic_minutes, "size": size, "quick": quick}
@@ -159,14 +188,32 @@ def crackforest(args: argparse.Namespace, weights: Path | None, encoder: str, pr
     """Fine-tune the U-Net on CrackForest for the budget; test scores at the validation threshold."""
     pl.seed_everything(0, verbose=False)
     crop = 64 if args.quick else 256
-    data = CrackMaskDataModule(root=str(args.crackforest_root), scales=["pixel"], image_size=crop,
-                               scale_range=(1.0, 1.0), batch_size=8, val_fraction=0.2)  # fmt: skip
-    model = CrackSegmenter(encoder_name=encoder, pretrained_weights=str(weights) if weights else None, loss="bce+dice",
-                           pos_weight=5.0, optimizer="adamw", lr=1e-3, tolerance=2)  # fmt: skip
+    data = CrackMaskDataModule(
+        root=str(args.crackforest_root),
+        scales=["pixel"],
+        image_size=crop,
+        scale_range=(1.0, 1.0),
+        batch_size=8,
+        val_fraction=0.2,
+    )
+    model = CrackSegmenter(
+        encoder_name=encoder,
+        pretrained_weights=str(weights) if weights else None,
+        loss="bce+dice",
+        pos_weight=5.0,
+        optimizer="adamw",
+        lr=1e-3,
+        tolerance=2,
+    )
     limit = {"limit_val_batches": 2, "limit_test_batches": 2} if args.quick else {}
-    trainer = quiet_trainer(max_epochs=-1, check_val_every_n_epoch=1_000_000, precision=precision,
-                            callbacks=[TimeBudget(minutes=args.finetune_minutes)],
-                            default_root_dir=str(args.workdir / "crackforest"), **limit)  # fmt: skip
+    trainer = quiet_trainer(
+        max_epochs=-1,
+        check_val_every_n_epoch=1_000_000,
+        precision=precision,
+        callbacks=[TimeBudget(minutes=args.finetune_minutes)],
+        default_root_dir=str(args.workdir / "crackforest"),
+        **limit,
+    )
     start = time.perf_counter()
     trainer.fit(model, datamodule=data)
     minutes = (time.perf_counter() - start) / 60
@@ -196,20 +243,40 @@ def binary(scores: np.ndarray, truth: np.ndarray, threshold: float) -> dict[str,
     fp, fn = float((predicted & ~truth).sum()), float((~predicted & truth).sum())
     recall, specificity = tp / max(tp + fn, 1), tn / max(tn + fp, 1)
     f1_crack, f1_free = 2 * tp / max(2 * tp + fp + fn, 1), 2 * tn / max(2 * tn + fn + fp, 1)
-    return {"acc": (tp + tn) / max(len(truth), 1), "bal_acc": (recall + specificity) / 2,
-            "macro_f1": (f1_crack + f1_free) / 2, "threshold": threshold}  # fmt: skip
+    return {
+        "acc": (tp + tn) / max(len(truth), 1),
+        "bal_acc": (recall + specificity) / 2,
+        "macro_f1": (f1_crack + f1_free) / 2,
+        "threshold": threshold,
+    }
 
 
 def gate(args: argparse.Namespace, weights: Path | None, arch: str, precision: str, name: str) -> tuple[dict, Path]:
     """Fine-tune the crack gate for the budget; threshold from validation balanced accuracy; test scores."""
     pl.seed_everything(0, verbose=False)
     size = 32 if args.quick else 224
-    data = PhiNetDataModule(root=str(args.workdir / "gate_data"), tasks=["damage_state"], format="folders",
-                            image_size=size, batch_size=8 if args.quick else 32)  # fmt: skip
-    model = MultiTaskClassifier(backbone=arch, tasks=["damage_state"], pretrained_weights=str(weights) if weights else None,
-                                optimizer="adamw", lr=1e-3, weight_decay=1e-4)  # fmt: skip
-    trainer = quiet_trainer(max_epochs=-1, check_val_every_n_epoch=1_000_000, precision=precision,
-                            callbacks=[TimeBudget(minutes=args.gate_minutes)], default_root_dir=str(args.workdir))  # fmt: skip
+    data = PhiNetDataModule(
+        root=str(args.workdir / "gate_data"),
+        tasks=["damage_state"],
+        format="folders",
+        image_size=size,
+        batch_size=8 if args.quick else 32,
+    )
+    model = MultiTaskClassifier(
+        backbone=arch,
+        tasks=["damage_state"],
+        pretrained_weights=str(weights) if weights else None,
+        optimizer="adamw",
+        lr=1e-3,
+        weight_decay=1e-4,
+    )
+    trainer = quiet_trainer(
+        max_epochs=-1,
+        check_val_every_n_epoch=1_000_000,
+        precision=precision,
+        callbacks=[TimeBudget(minutes=args.gate_minutes)],
+        default_root_dir=str(args.workdir),
+    )
     trainer.fit(model, datamodule=data)
     checkpoint = args.workdir / "gates" / f"{name.replace(' ', '_').replace('+', 'and')}.ckpt"
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
@@ -224,8 +291,14 @@ def gate(args: argparse.Namespace, weights: Path | None, arch: str, precision: s
 
 def cascade(args: argparse.Namespace, checkpoint: Path, threshold: float) -> list[dict[str, Any]]:
     """The cascade's ungated and gated rows on the Phi-Net pixel test photos (its own table printed aside)."""
-    model = CrackCascade(classifier=str(checkpoint), segmenter=str(args.segmenter), gate_task="damage_state",
-                         gate_classes=["damaged"], gate_threshold=threshold, classifier_size=32 if args.quick else 224)  # fmt: skip
+    model = CrackCascade(
+        classifier=str(checkpoint),
+        segmenter=str(args.segmenter),
+        gate_task="damage_state",
+        gate_classes=["damaged"],
+        gate_threshold=threshold,
+        classifier_size=32 if args.quick else 224,
+    )
     trainer = quiet_trainer(limit_test_batches=2 if args.quick else None, default_root_dir=str(args.workdir))
     with contextlib.redirect_stdout(io.StringIO()):
         trainer.test(model, datamodule=crack_data(args.phinet_root, args.quick), verbose=False)
@@ -241,6 +314,20 @@ def quick_segmenter(args: argparse.Namespace) -> Path:
     path = args.workdir / "quick_unet.ckpt"
     trainer.save_checkpoint(path)
     return path
+
+
+def mini_phinet(root: Path, folder: Path) -> Path:
+    """For ``--quick``: every 27th Phi-Net pixel photo and mask (65 pairs, both classes), linked into ``folder``."""
+    stems = sorted(p.stem for p in (root / "images").glob("*.jpg"))[::27]
+    for sub in ("images", "masks"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    for stem in stems:
+        for sub, suffix in (("images", ".jpg"), ("masks", ".png")):
+            link = folder / sub / f"{stem}{suffix}"
+            if not link.is_symlink():
+                link.symlink_to((root / sub / f"{stem}{suffix}").resolve())
+    (folder / "train.txt").write_text("\n".join(stems) + "\n")
+    return folder
 
 
 def main() -> None:
@@ -264,26 +351,40 @@ def main() -> None:
         if not (root / marker).exists():
             raise SystemExit(f"pretraining.py: no data at '{root}' ({marker} missing); pass its --*-root")
     torch.set_num_threads(args.threads)
+    args.workdir.mkdir(parents=True, exist_ok=True)
     precision = default_precision() if args.precision == "auto" else args.precision
+    os.environ[FOLLOW_SYMLINKS_ENV] = "1"  # the SSL, gate and quick folders link to the shared photos
     if args.quick:
-        args.ssl_minutes = args.synthetic_minutes = args.finetune_minutes = args.gate_minutes = 0.03
+        args.ssl_minutes = args.synthetic_minutes = args.finetune_minutes = args.gate_minutes = 0.01
+        args.phinet_root = mini_phinet(args.phinet_root, args.workdir / "phinet_quick")
         arch, encoder = "test_resnet", "tu-test_resnet"
     else:
         arch, encoder = args.arch, args.encoder
-    args.workdir.mkdir(parents=True, exist_ok=True)
     backbones = pretrain(args, arch, precision)
     costs = {name: cost(entry, backbones) for name, entry in backbones.items()}
-    results: dict[str, Any] = {"machine": f"{os.cpu_count()} CPUs, {args.threads} threads, {precision}",
-                               "date": time.strftime("%Y-%m-%d"), "crackforest": {}, "gate": {}, "cascade": {}}  # fmt: skip
+    results: dict[str, Any] = {
+        "machine": f"{os.cpu_count()} CPUs, {args.threads} threads, {precision}",
+        "date": time.strftime("%Y-%m-%d"),
+        "crackforest": {},
+        "gate": {},
+        "cascade": {},
+    }
 
-    print(f"\nCrackForest U-Net {encoder}, 72 train (20% val) / 46 test, {args.finetune_minutes:g} min fine-tuning each")
-    header = f"{'backbone':<22}{'pretrain min':>13}{'images':>8}{'F1':>8}{'F1@2px':>8}{'IoU':>8}{'thresh':>8}"
+    print(
+        f"\nCrackForest U-Net {encoder}, 72 train (20% val) / 46 test, {args.finetune_minutes:g} min fine-tuning each"
+    )
+    header = (
+        f"{'backbone':<22}{'pretrain min':>13}{'cached':>7}{'images':>8}{'F1':>8}{'F1@2px':>8}{'IoU':>8}{'thresh':>8}"
+    )
     print(header + "\n" + "-" * len(header))
     for name, (weights, info, hit) in backbones.items():
         row = crackforest(args, weights, encoder, precision)
         results["crackforest"][name] = {**row, "pretrain_minutes": costs[name], "cached": hit}
-        print(f"{name:<22}{costs[name]:>13.1f}{info.get('images') or 0:>8}{row['f1']:>8.3f}{row['f1_tol']:>8.3f}"
-              f"{row['iou']:>8.3f}{row['threshold']:>8.2f}")  # fmt: skip
+        marks, images = ("yes" if hit else "no") if weights else "-", info.get("images") or 0
+        print(
+            f"{name:<22}{costs[name]:>13.1f}{marks:>7}{images:>8}{row['f1']:>8.3f}{row['f1_tol']:>8.3f}"
+            f"{row['iou']:>8.3f}{row['threshold']:>8.2f}"
+        )
 
     counts = write_gate_set(crack_data(args.phinet_root, args.quick), args.workdir / "gate_data")
     test = counts["test"]
@@ -299,8 +400,10 @@ def main() -> None:
         row, checkpoint = gate(args, weights, arch, precision, name)
         gates[name] = (checkpoint, row["threshold"])
         results["gate"][name] = {**row, "pretrain_minutes": costs[name]}
-        print(f"{name:<22}{costs[name]:>13.1f}{row['acc']:>8.3f}{row['bal_acc']:>8.3f}{row['macro_f1']:>9.3f}"
-              f"{row['threshold']:>8.2f}")  # fmt: skip
+        print(
+            f"{name:<22}{costs[name]:>13.1f}{row['acc']:>8.3f}{row['bal_acc']:>8.3f}{row['macro_f1']:>9.3f}"
+            f"{row['threshold']:>8.2f}"
+        )
 
     segmenter = quick_segmenter(args) if args.quick and not args.segmenter.is_file() else args.segmenter
     args.segmenter = segmenter
@@ -316,8 +419,10 @@ def main() -> None:
                     continue  # the U-Net alone does not depend on the gate
                 label = "none (U-Net alone)" if row["mode"] == "ungated" else name
                 results["cascade"][f"{label} {row['mode']}"] = row
-                print(f"{label:<22}{row['mode']:<9}{row['ran']:>6.2f}{row['f1']:>8.3f}{row['localization']:>9.3f}"
-                      f"{row['pixel_iou']:>9.3f}{row['pixel_f1']:>8.3f}")  # fmt: skip
+                print(
+                    f"{label:<22}{row['mode']:<9}{row['ran']:>6.2f}{row['f1']:>8.3f}{row['localization']:>9.3f}"
+                    f"{row['pixel_iou']:>9.3f}{row['pixel_f1']:>8.3f}"
+                )
     (args.workdir / "pretraining.json").write_text(json.dumps(results, indent=1, default=str))
     print(f"\nwritten {args.workdir / 'pretraining.json'}")
 
