@@ -10,6 +10,8 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from PIL import Image, ImageDraw
+from safetensors import safe_open
+from safetensors.torch import load_file
 
 from crackcascade import (
     CrackSegmenter,
@@ -21,6 +23,7 @@ from crackcascade import (
 from crackcascade.cli import main
 from crackcascade.data.unlabeled import native_crop
 from crackcascade.errors import DataError, WeightsError
+from crackcascade.models.backbone_file import backbone_state, write_backbone
 
 from .conftest import CONF, ROOT
 
@@ -83,8 +86,6 @@ def test_backbone_file_and_json_load_into_classifier_and_unet(tmp_path: Path) ->
     assert info["architecture"] == "test_resnet" and info["method"] == "self-supervised byol"
     assert info["images"] == 8 and info["steps"] == 2 and info["data_root"] == str((tmp_path / "photos").resolve())
     assert info["date"][:4].isdigit() and info["initialized_from"] is None
-    from safetensors import safe_open
-
     with safe_open(str(path), "pt") as handle:
         assert json.loads(handle.metadata()["crackcascade"]) == info
     trained = model.backbone.conv1[0].weight.detach()
@@ -102,8 +103,6 @@ def test_unet_and_classifier_backbones_go_both_ways(tmp_path: Path) -> None:
     """A U-Net's encoder (the model. prefix of smp's tu- wrapper) written and read by the classifier, and back."""
     torch.manual_seed(0)
     unet = CrackSegmenter(encoder_name="tu-test_resnet")
-    from crackcascade.models.backbone_file import backbone_state, write_backbone
-
     architecture, state = backbone_state(unet)
     assert architecture == "test_resnet" and not any(k.startswith("model.") for k in state)
     unet_file = write_backbone(tmp_path / "unet.safetensors", state, {"architecture": architecture})
@@ -193,6 +192,20 @@ def test_synthetic_pretraining_config_writes_a_backbone_that_chains(tmp_path: Pa
     assert info["architecture"] == "test_resnet" and info["method"] == "supervised (CrackSegmenter)"
     assert info["initialized_from"] == str(ssl_file) and info["steps"] == 1
     assert info["data"] == "SyntheticCrackMaskDataModule" and info["images"] > 0
-    unet_file = CrackSegmenter(encoder_name="tu-test_resnet", pretrained_weights=str(written))
+    unet = CrackSegmenter(encoder_name="tu-test_resnet", pretrained_weights=str(written))
     classifier = MultiTaskClassifier(backbone="test_resnet", tasks=["damage_state"], pretrained_weights=str(written))
-    assert torch.equal(classifier.backbone.conv1[0].weight, unet_file.model.encoder.model.conv1[0].weight)
+    assert torch.equal(classifier.backbone.conv1[0].weight, unet.model.encoder.model.conv1[0].weight)
+
+
+def test_any_run_writes_its_backbone_with_the_callback_appended(phinet_roots: dict[str, Path], tmp_path: Path) -> None:
+    """The docs' recipe for the classifier on synthetic Phi-Net data: --trainer.callbacks+=crackcascade.SaveBackbone."""
+    path = tmp_path / "classifier.safetensors"
+    main(["fit", "--config", str(CONF / "multitask.yaml"), "--data.root", str(phinet_roots["folders"]),
+          "--data.format", "folders", "--trainer.default_root_dir", str(tmp_path / "out"),
+          "--trainer.fast_dev_run", "true", "--trainer.callbacks+=crackcascade.SaveBackbone",
+          "--trainer.callbacks.path", str(path)])  # fmt: skip
+    info = json.loads(path.with_suffix(".json").read_text())
+    assert info["method"] == "supervised (MultiTaskClassifier)" and info["data"] == "PhiNetDataModule"
+    assert info["architecture"] == "test_resnet" and info["steps"] == 1 and info["images"] > 0
+    unet = CrackSegmenter(encoder_name="tu-test_resnet", pretrained_weights=str(path))
+    assert torch.equal(unet.model.encoder.model.conv1[0].weight, load_file(str(path))["conv1.0.weight"])
