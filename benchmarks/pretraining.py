@@ -23,7 +23,7 @@ Then, each with the same budget and recipe, thresholds from validation, scored o
    ungated vs gated, image F1, localization accuracy (ours) and pixel IoU/F1; needs the crack U-Net
    of ``benchmarks/real_masks.py phinet-crack`` (``--segmenter``), skipped without it.
 
-    python benchmarks/pretraining.py                 # the docs' table (about 3 hours on 2 cores)
+    python benchmarks/pretraining.py                 # the docs' table (about 3.5 hours on 2 cores)
     python benchmarks/pretraining.py --quick         # a smoke run of seconds
 """
 
@@ -123,7 +123,7 @@ def pretrain(args: argparse.Namespace, arch: str, precision: str) -> dict[str, t
     cache, pool = args.workdir / "backbones", args.workdir / "ssl_photos"
     count, scored = ssl_photos(args.crackforest_root, args.phinet_root, args.quick, pool)
     print(f"SSL photos: {count} from {SHARED} (the {scored} scored test photos left out)")
-    size, quick = (32, True) if args.quick else (224, False)
+    size, quick = (32, True) if args.quick else (args.ssl_size, False)
     backbones: dict[str, tuple[Path | None, dict, bool]] = {"scratch": (None, {}, False)}
     for views in ("crop", "resize"):
         settings = {"arch": arch, "views": views, "minutes": args.ssl_minutes, "photos": count, "size": size}
@@ -339,6 +339,7 @@ def main() -> None:
     parser.add_argument("--arch", default="resnet18", help="timm backbone of every model")
     parser.add_argument("--encoder", default="resnet18", help="CrackForest U-Net encoder (crackforest.py's)")
     parser.add_argument("--ssl-minutes", type=float, default=20.0, help="each SSL run (crop, resize)")
+    parser.add_argument("--ssl-size", type=int, default=160, help="SSL and synthetic view side (px)")
     parser.add_argument("--synthetic-minutes", type=float, default=15.0, help="each synthetic pretraining")
     parser.add_argument("--finetune-minutes", type=float, default=12.0, help="each CrackForest fine-tuning")
     parser.add_argument("--gate-minutes", type=float, default=6.0, help="each gate fine-tuning")
