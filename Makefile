@@ -3,6 +3,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# mkdocs-material prints an advertisement on every build otherwise.
+export NO_MKDOCS_2_WARNING := 1
 STAMP := $(VENV)/.crackcascade-installed
 
 .PHONY: demo test install lint strip-notebooks clean
@@ -25,10 +27,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy crackcascade
+	$(BIN)/mkdocs build --strict
 
 # Notebooks are committed without outputs (a test checks); run this after executing one.
 strip-notebooks: $(STAMP)
 	$(BIN)/python notebooks/strip_outputs.py
 
 clean:
-	rm -rf $(VENV) logs lightning_logs data/synthetic .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) logs lightning_logs data/synthetic site .pytest_cache .ruff_cache .mypy_cache

@@ -1,6 +1,6 @@
 """The cascade's time saving: end-to-end prediction on photos that are half crack-free, gated vs ungated.
 
-Synthetic scenes at ``--photo-size`` px (``crackcascade.data.synthetic``, pixel scale, with
+Synthetic scenes at ``--photo-size`` px (``crackcascade.synthetic``, pixel scale, with
 joints, wires, stains and shadows as distractors) are written to ``--workdir``; the timed set is
 ``--photos`` test scenes, half of them crack-free (their masks are empty). Unless checkpoints
 are given, the script first trains, on separate training scenes of the same kind:
@@ -37,9 +37,10 @@ from _common import quiet_trainer
 from PIL import Image
 
 from crackcascade import CrackMaskDataModule, CrackSegmenter, MultiTaskClassifier, PhiNetDataModule
-from crackcascade.data.synthetic import write_crack_masks
+from crackcascade.checkpoints.restore import load_segmenter
 from crackcascade.hardware import default_precision
-from crackcascade.models.cascade import CrackCascade, load_segmenter
+from crackcascade.models.cascade import CrackCascade
+from crackcascade.synthetic import write_crack_masks
 
 
 def cracked(mask_path: Path) -> bool:

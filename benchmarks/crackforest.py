@@ -40,7 +40,7 @@ from PIL import Image
 from crackcascade import CrackMaskDataModule, CrackSegmenter
 from crackcascade.callbacks import TimeBudget
 from crackcascade.hardware import default_precision
-from crackcascade.models.segmenter import (
+from crackcascade.metrics.segmentation import (
     SegmentationMetrics,
     best_threshold_index,
     f1_curve,

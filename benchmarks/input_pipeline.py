@@ -41,8 +41,8 @@ from torchvision.transforms import v2
 
 from crackcascade import PhiNetDataModule
 from crackcascade.data.io import read_image
-from crackcascade.data.synthetic import write_phinet
 from crackcascade.models.multitask import collate_tasks
+from crackcascade.synthetic import write_phinet
 
 TASK = "damage_state"
 SIZE = 224

@@ -39,6 +39,19 @@ def images_per_second(forward: Callable[[torch.Tensor], Any], images: torch.Tens
     return len(images) * iterations / (time.perf_counter() - start)
 
 
+def build_models(backbone: str, device: torch.device) -> tuple[MultiTaskClassifier, list[MultiTaskClassifier]]:
+    """The eight-head model and eight single-task models with its weights, channels-last, in evaluation mode."""
+    torch.manual_seed(0)
+    shared = MultiTaskClassifier(backbone=backbone, channels_last=True).to(device).eval()
+    singles = []
+    for task in shared.tasks:
+        single = MultiTaskClassifier(backbone=backbone, tasks=[task], channels_last=True)
+        single.backbone.load_state_dict(shared.backbone.state_dict())
+        single.heads[task].load_state_dict(shared.heads[task].state_dict())
+        singles.append(single.to(device).eval())
+    return shared, singles
+
+
 def main() -> None:
     """Build both sides, check their outputs, time them, print the table."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -62,14 +75,7 @@ def main() -> None:
     if cuda:
         torch.backends.cudnn.benchmark = True
 
-    torch.manual_seed(0)
-    shared = MultiTaskClassifier(backbone=args.backbone, channels_last=True).to(device).eval()
-    singles = []
-    for task in shared.tasks:
-        single = MultiTaskClassifier(backbone=args.backbone, tasks=[task], channels_last=True)
-        single.backbone.load_state_dict(shared.backbone.state_dict())
-        single.heads[task].load_state_dict(shared.heads[task].state_dict())
-        singles.append(single.to(device).eval())
+    shared, singles = build_models(args.backbone, device)
     images = torch.randint(0, 256, (batch, 3, args.size, args.size), dtype=torch.uint8, device=device)
 
     def autocast() -> Any:

@@ -57,10 +57,10 @@ from crackcascade import (
     UnlabeledPhotoDataModule,
 )
 from crackcascade.callbacks import TimeBudget
+from crackcascade.checkpoints.backbone import backbone_state, describe, write_backbone
 from crackcascade.data.io import FOLLOW_SYMLINKS_ENV, list_images
 from crackcascade.hardware import default_precision
 from crackcascade.labels import get_task, task_index
-from crackcascade.models.backbone_file import backbone_state, describe, write_backbone
 from crackcascade.models.cascade import CrackCascade
 from crackcascade.models.multitask import collate_tasks
 

@@ -38,7 +38,11 @@ _STRUCTURE = re.compile(
     r"^(Does not validate against any of the Union subtypes|Subtypes: .*|Errors:|Given value type: .*"
     r"|Given value: .*|Problem with given class_path .*)$"
 )
-_BASE_CLASSES = {"pytorch_lightning.LightningModule": "model", "pytorch_lightning.LightningDataModule": "data"}
+_BASE_CLASSES = {
+    "pytorch_lightning.LightningModule": "model",
+    "crackcascade.models.base.CrackcascadeModule": "model",
+    "pytorch_lightning.LightningDataModule": "data",
+}
 _EXAMPLES = {"model": "crackcascade.MultiTaskClassifier", "data": "crackcascade.PhiNetDataModule"}
 _CLASS_EXAMPLES = {
     "data": "crackcascade.CrackMaskDataModule",

@@ -17,11 +17,14 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 import crackcascade
 from crackcascade.arguments import CrackcascadeParser, OptionError, locate
+from crackcascade.callbacks import PredictionWriter, RunGuard
 from crackcascade.checkpoints import TRUST_ENV, class_path, import_class, load_checkpoint, saved_class, trusted
+from crackcascade.checkpoints import main as convert
 from crackcascade.errors import ConfigError, StoppedError, find_error, one_line
+from crackcascade.export import main as export
 from crackcascade.hardware import default_precision
-from crackcascade.reliability import (
-    RunGuard,
+from crackcascade.models.base import CrackcascadeModule
+from crackcascade.outputs import (
     check_writable,
     checkpoint_dir,
     discard_unused_folders,
@@ -29,8 +32,8 @@ from crackcascade.reliability import (
     output_dirs,
     preflight,
 )
+from crackcascade.synthetic import main as synthesize
 from crackcascade.tracking import push_config, wandb_loggers
-from crackcascade.visualize import PredictionWriter
 
 USAGE_EXTRA = """\
 crackcascade subcommands:
@@ -230,7 +233,7 @@ class CrackcascadeCLI(LightningCLI):
                 preflight(self.trainer, self.model)
             for callback in self.trainer.callbacks:  # type: ignore[attr-defined]
                 if isinstance(callback, RunGuard):
-                    callback.checked = True
+                    callback.preflight.done = True
         elif self.trainer.is_global_zero:
             # validate/test/predict write the config and logs (metrics, confusion matrices) there.
             for folder, role in output_dirs(self.trainer).items():
@@ -370,21 +373,16 @@ def main(args: Sequence[str] | None = None) -> int:
         if args is None:
             sys.argv[1:] = argv  # LightningCLI reads sys.argv itself (it warns when given both)
         if argv[:1] == ["synthesize"]:
-            from crackcascade.data.synthetic import main as synthesize
-
             return synthesize(argv[1:])
         if argv[:1] == ["convert"]:
-            from crackcascade.checkpoints import main as convert
-
             return convert(argv[1:])
         if argv[:1] == ["export"]:
-            from crackcascade.export import main as export
-
             return export(argv[1:])
         if argv[:1] in (["-h"], ["--help"]):
             print(USAGE_EXTRA)
         CrackcascadeCLI(
-            model_class=pl.LightningModule,
+            # crackcascade's models share this root; subclass mode takes any of them by name or path.
+            model_class=CrackcascadeModule,
             datamodule_class=pl.LightningDataModule,
             subclass_mode_model=True,
             subclass_mode_data=True,

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from crackcascade.data.synthetic import write_phinet
+from crackcascade.cli import CrackcascadeCLI
+from crackcascade.synthetic import write_phinet
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = Path(__file__).resolve().parent / "conf"
@@ -41,7 +42,7 @@ def phinet_format(request: pytest.FixtureRequest, phinet_roots: dict[str, Path])
 @pytest.fixture(scope="session")
 def crack_roots(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Tiny synthetic crack-mask sets (pixel and object scales) as mask pairs and as COCO."""
-    from crackcascade.data.synthetic import write_crack_masks
+    from crackcascade.synthetic import write_crack_masks
 
     roots = {}
     for fmt in ("masks", "coco"):
@@ -49,6 +50,23 @@ def crack_roots(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         write_crack_masks(root, format=fmt, scales=("pixel", "object"), n_train=8, n_test=3, size=80, seed=3)
         roots[fmt] = root
     return roots
+
+
+@pytest.fixture
+def cli_runs(monkeypatch: pytest.MonkeyPatch) -> list[CrackcascadeCLI]:
+    """Every command ``main([...])`` runs in the test, appended once its subcommand has finished.
+
+    Each entry is the CLI itself, so a test can check what a config resolved to (``.model``,
+    ``.datamodule``, ``.trainer``, ``.config``) and what the run did to them.
+    """
+    runs: list[CrackcascadeCLI] = []
+
+    def finished(cli: CrackcascadeCLI) -> None:
+        runs.append(cli)
+
+    for subcommand in ("fit", "validate", "test", "predict"):
+        monkeypatch.setattr(CrackcascadeCLI, f"after_{subcommand}", finished, raising=False)
+    return runs
 
 
 def wandb_inspect(run: Path, *, records: bool = False) -> Any:

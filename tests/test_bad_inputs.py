@@ -933,8 +933,8 @@ def test_rle_strings_accepted_are_the_ones_pycocotools_reads_the_same(counts: st
 def test_skips_at_load_time_are_reported_at_the_end_of_the_epoch(tmp_path: Path) -> None:
     import pytorch_lightning as pl
 
+    from crackcascade.callbacks import RunGuard
     from crackcascade.models.multitask import MultiTaskClassifier
-    from crackcascade.reliability import RunGuard
 
     folders(tmp_path)
     victim = _truncate(_noisy(tmp_path / "spalling/train/spalling/11.png", ".jpg"))

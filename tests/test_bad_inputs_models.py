@@ -22,9 +22,9 @@ import torch
 
 from crackcascade.cli import main
 from crackcascade.data.datamodules import ConcreteCrackDataModule, PhiNetDataModule
-from crackcascade.data.synthetic import write_concrete_cracks, write_phinet
 from crackcascade.export import read_metadata
 from crackcascade.models.multitask import MultiTaskClassifier
+from crackcascade.synthetic import write_concrete_cracks, write_phinet
 
 HEADS = ["scene", "spalling", "material"]
 TRAINED = ["scene", "spalling"]

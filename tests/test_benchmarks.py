@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from crackcascade.labels import TASK_NAMES
 
@@ -173,6 +174,50 @@ def test_cascade_gating_benchmark_quick(tmp_path: Path) -> None:
     right = int(re.search(r"gate \(trained here in \d+ s\): (\d+)/12 photos right", out).group(1))
     assert right >= 9, out
     assert values[2][0] < 1.0 and values[2][1] < 0.95 * values[1][1], out
+
+
+def test_gpu_suite_quick_has_every_row_and_its_json(tmp_path: Path) -> None:
+    saved = tmp_path / "suite.json"
+    out = _run("gpu_suite.py", "--quick", "--no-compile", "--threads", "1", "--workers", "1", "--out", str(saved))
+    document = json.loads(saved.read_text())
+    machine = document["machine"]
+    assert machine["torch"] == torch.__version__ and machine["cuda"] == torch.version.cuda
+    assert machine["cpu"] and machine["cores"] >= 1 and {"gpu", "driver", "gpu_memory_gib"} <= set(machine)
+    lines = out.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("row "))
+    assert lines[header - 1].startswith("machine: ") and machine["cpu"] in lines[header - 1]
+    width = lines[header].index("ours") + 4 - 11
+    table = lines[header + 2 : header + 2 + len(document["rows"])]
+    names = [line[:width].strip() for line in table]
+    assert names == [
+        "train fp32 eager, channels-first", "train bf16 autocast", "train bf16 + channels-last",
+        "train bf16 + channels-last + compile", "train largest batch, bf16 + channels-last",
+        "infer classifier vs bare timm", "infer 8 heads vs 8 single-task models",
+        "U-Net tu-test_resnet train step 64px", "U-Net tu-test_resnet inference 64px", "U-Net tiled 0.05 MP photo",
+        "input: write 16 JPEGs x 2", "input: GPU vs CPU decode, max |difference|", "input 1 workers, GPU vs CPU decode",
+    ], out  # fmt: skip
+    assert [row["name"] for row in document["rows"]] == names
+    for line, row in zip(table, document["rows"], strict=True):
+        ours, baseline, ratio = (line[width + a : width + b].strip() for a, b in ((0, 11), (11, 22), (22, 30)))
+        unit, note = line[width + 32 : width + 42].strip(), line[width + 42 :]
+        assert unit == row["unit"] and note == row["note"], line
+        if row["name"].endswith("compile"):
+            assert row["ours"] is None and ours == "-" and note == "skipped (--no-compile)"
+            continue
+        assert "failed" not in note and "skipped" not in note, line
+        assert float(ours) == pytest.approx(row["ours"], abs=0.006) and row["ours"] >= 0
+        if row["baseline"] is None:
+            assert row["ratio"] is None and baseline == ratio == "-", line
+            continue
+        # The ratio column is ours over baseline, in the JSON and as printed.
+        assert row["ratio"] == pytest.approx(row["ours"] / row["baseline"], rel=1e-9)
+        assert float(baseline) == pytest.approx(row["baseline"], abs=0.006)
+        assert float(ratio) == pytest.approx(row["ratio"], abs=6e-4)
+    rows = {row["name"]: row for row in document["rows"]}
+    assert rows["train largest batch, bf16 + channels-last"]["extra"]["batch_size"] in (8, 16)
+    assert rows["input: GPU vs CPU decode, max |difference|"]["ours"] <= 1, "the bytes path decodes as PIL does"
+    assert "GPU decode fell back to CPU: no CUDA" in rows["input 1 workers, GPU vs CPU decode"]["note"]
+    assert document["elapsed_s"] < document["budget_s"]
 
 
 def test_pretraining_benchmark_quick(tmp_path: Path) -> None:

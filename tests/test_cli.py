@@ -8,13 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 import crackcascade
 from crackcascade.cli import main
-from crackcascade.data.synthetic import write_phinet
 from crackcascade.labels import TASK_NAMES
+from crackcascade.synthetic import write_phinet
 
 from .conftest import CONF, ROOT
 
@@ -124,7 +125,7 @@ def test_fit_options_reach_the_model_data_and_logs(phinet_roots: dict[str, Path]
         assert 0.0 <= float(rows[-1][f"val_{task}_f1"]) <= 1.0
 
 
-def test_paper_config_runs_resnet152_fast_dev_run(tmp_path: Path) -> None:
+def test_paper_config_runs_resnet152_fast_dev_run(tmp_path: Path, cli_runs: list) -> None:
     root = tmp_path / "phi"
     write_phinet(root, format="arrays", n_train=3, n_test=1, size=224, seed=2)
     main([
@@ -132,16 +133,46 @@ def test_paper_config_runs_resnet152_fast_dev_run(tmp_path: Path) -> None:
         "--trainer.fast_dev_run", "true", "--trainer.accelerator", "cpu", "--trainer.devices", "1",
         "--data.num_workers", "0", "--trainer.default_root_dir", str(tmp_path / "out"),
     ])  # fmt: skip
+    (cli,) = cli_runs
+    model, trainer = cli.model, cli.trainer
+    # The paper's set-up: a ResNet-152 (3-8-36-3 bottleneck blocks) with the eight Phi-Net heads,
+    # SGD lr 0.001 momentum 0.9, batch 40, 224x224 inputs, full precision.
+    assert model.hparams["backbone"] == "resnet152"
+    assert [len(getattr(model.backbone, f"layer{i}")) for i in range(1, 5)] == [3, 8, 36, 3]
+    assert list(model.tasks) == list(TASK_NAMES) and set(model.heads) == set(TASK_NAMES)
+    (optimizer,) = trainer.optimizers
+    assert isinstance(optimizer, torch.optim.SGD)
+    group = optimizer.param_groups[0]
+    assert (group["lr"], group["momentum"], group["weight_decay"]) == (0.001, 0.9, 0.0)
+    assert cli.datamodule.hparams["batch_size"] == 40 and cli.datamodule.hparams["image_size"] == 224
+    assert str(trainer.precision) == "32-true"
+    assert trainer.global_step == 1, "fast_dev_run trained one step"
+    assert cli.config["fit"]["trainer"]["max_epochs"] == 100
 
 
-def test_demo_config_parses_and_runs(tmp_path: Path) -> None:
+def test_demo_config_parses_and_runs(tmp_path: Path, cli_runs: list) -> None:
     main([
         "fit", "--config", str(ROOT / "configs" / "demo.yaml"), "--data.root", str(tmp_path / "synthetic"),
         "--data.n_train", "4", "--data.n_test", "2", "--data.synthetic_size", "64", "--trainer.fast_dev_run", "true",
         "--trainer.logger", "false", "--trainer.default_root_dir", str(tmp_path / "out"),
     ])  # fmt: skip
-    assert (tmp_path / "synthetic" / ".crackcascade-synthetic.json").is_file()
-    assert (tmp_path / "synthetic" / "damage_type" / "X_train.npy").is_file()
+    (cli,) = cli_runs
+    assert cli.config["fit"]["trainer"]["max_epochs"] == 20
+    assert cli.model.hparams["backbone"] == "test_resnet" and list(cli.model.tasks) == list(TASK_NAMES)
+    (optimizer,) = cli.trainer.optimizers
+    (schedule,) = cli.trainer.lr_scheduler_configs
+    assert isinstance(optimizer, torch.optim.AdamW) and optimizer.param_groups[0]["weight_decay"] == 0.0001
+    assert isinstance(schedule.scheduler, torch.optim.lr_scheduler.CosineAnnealingLR)
+    assert schedule.scheduler.base_lrs == [0.005]
+    data = cli.datamodule.hparams
+    assert (data["image_size"], data["batch_size"], data["val_fraction"]) == (160, 64, 0.2)
+    assert cli.trainer.global_step == 1, "fast_dev_run trained one step"
+    # The set it wrote follows the options given: 4 training scenes per task at 64 px, recorded in the marker.
+    marker = json.loads((tmp_path / "synthetic" / ".crackcascade-synthetic.json").read_text())
+    assert (marker["n_train"], marker["n_test"], marker["size"]) == (4, 2, 64)
+    images = np.load(tmp_path / "synthetic" / "damage_type" / "X_train.npy")
+    assert images.shape == (4, 64, 64, 3) and images.dtype == np.uint8
+    assert len(np.load(tmp_path / "synthetic" / "damage_type" / "y_train.npy")) == 4
 
 
 def test_synthesize_subcommand(tmp_path: Path) -> None:
@@ -224,7 +255,7 @@ def test_corrupt_image_in_worker_is_one_line(
 def test_a_failing_run_keeps_its_progress(
     phinet_roots: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from crackcascade.data.datasets import ImageFileDataset
+    from crackcascade.data.phinet import ImageFileDataset
     from crackcascade.errors import DataError
 
     calls = {"n": 0}

@@ -23,7 +23,7 @@ from PIL import Image
 from crackcascade import CrackMaskDataModule, CrackSegmenter, MultiTaskClassifier, PhiNetDataModule
 from crackcascade.checkpoints import CLASS_KEY
 from crackcascade.cli import main
-from crackcascade.data.synthetic import write_crack_masks
+from crackcascade.synthetic import write_crack_masks
 
 from .conftest import CONF, ROOT
 
@@ -106,6 +106,8 @@ def _run(subcommand: str, kind: str, root: Path, ckpt: Path, out: Path, model: s
     main([
         subcommand, *(["--model", model] if model else []), *KINDS[kind]["data"], "--data.root", str(root),
         "--ckpt_path", str(ckpt), "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false",
+        # The CLI defaults to bf16 where the CPU runs it natively; the Python reference runs float32.
+        "--trainer.precision", "32-true",
         "--trainer.logger", "CSVLogger", "--trainer.logger.save_dir", str(out),
         "--trainer.default_root_dir", str(out), *extra,
     ])  # fmt: skip

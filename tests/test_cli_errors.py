@@ -18,7 +18,7 @@ import yaml
 
 from crackcascade.cli import main
 from crackcascade.models.multitask import MultiTaskClassifier
-from crackcascade.reliability import discard_unused_folders
+from crackcascade.outputs import discard_unused_folders
 
 from .conftest import CONF
 from .test_faults import KILL_STEP, _args, _start, _wait_for, data  # noqa: F401 (data: the fault tests' fixture)

@@ -14,10 +14,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from crackcascade import ConcreteCrackDataModule, MultiTaskClassifier
 from crackcascade.cli import main
-from crackcascade.data.datasets import label_vector
-from crackcascade.data.synthetic import write_concrete_cracks
+from crackcascade.data.phinet import label_vector
 from crackcascade.errors import DataError
 from crackcascade.labels import CRACK_DAMAGE_TYPES, IGNORE_INDEX, get_task, task_index
+from crackcascade.synthetic import write_concrete_cracks
 
 from .conftest import CONF, ROOT, SHARED_DATA
 
@@ -251,10 +251,25 @@ def test_cli_fit_and_test_log_crack_metrics(concrete_root: Path, tmp_path: Path)
     assert f1 == pytest.approx(2 * precision * recall / (precision + recall) if precision + recall else 0.0)
 
 
-def test_paper_config_runs_fast_dev_run(concrete_root: Path, tmp_path: Path) -> None:
+def test_paper_config_runs_fast_dev_run(concrete_root: Path, tmp_path: Path, cli_runs: list) -> None:
     main([
         "fit", "--config", str(ROOT / "configs" / "concrete_crack.yaml"), "--data.root", str(concrete_root),
         "--model.backbone", "test_resnet", "--data.image_size", "32", "--data.num_workers", "0",
         "--trainer.fast_dev_run", "true", "--trainer.accelerator", "cpu", "--trainer.devices", "1",
         "--trainer.default_root_dir", str(tmp_path / "out"),
     ])  # fmt: skip
+    (cli,) = cli_runs
+    model, data, trainer = cli.model, cli.datamodule, cli.trainer
+    # The config's set-up, with the backbone and image size the command overrode.
+    assert model.hparams["backbone"] == "test_resnet" and list(model.tasks) == ["damage_state", "damage_type"]
+    (optimizer,) = trainer.optimizers
+    group = optimizer.param_groups[0]
+    assert isinstance(optimizer, torch.optim.SGD) and (group["lr"], group["momentum"]) == (0.001, 0.9)
+    assert isinstance(data, ConcreteCrackDataModule) and data.tasks == ("damage_state",)
+    hp = data.hparams
+    assert (hp["image_size"], hp["batch_size"], hp["val_fraction"], hp["test_fraction"]) == (32, 40, 0.1, 0.2)
+    # 6 per class: test round(1.2) = 1 and val round(0.6) = 1 per class, the other 8 train.
+    assert {split: len(cracks) for split, (_, cracks) in data.splits().items()} == {"train": 8, "val": 2, "test": 2}
+    assert trainer.global_step == 1, "fast_dev_run trained one step"
+    # Validation read the crack scores from the damage-type head, as the config says it should.
+    assert {"val_crack_acc", "val_crack_f1", "val_damage_state_acc"} <= set(trainer.callback_metrics)

@@ -14,7 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
-from crackcascade import CrackMaskDataModule
+from crackcascade import CrackMaskDataModule, SyntheticCrackMaskDataModule
+from crackcascade.cli import main as cli_main
 from crackcascade.data.cracks import (
     MASK_IGNORE,
     CrackMaskDataset,
@@ -26,13 +27,13 @@ from crackcascade.data.cracks import (
     read_mask_pairs,
     read_mask_splits,
 )
-from crackcascade.data.synthetic import main as synthesize
-from crackcascade.data.synthetic import write_crack_masks
 from crackcascade.data.transforms import segmentation_transform
 from crackcascade.errors import ConfigError, DataError
 from crackcascade.labels import SCALES
+from crackcascade.synthetic import main as synthesize
+from crackcascade.synthetic import write_crack_masks
 
-from .conftest import SHARED_DATA
+from .conftest import CONF, SHARED_DATA
 
 PIXEL, OBJECT = SCALES[0], SCALES[1]
 CRACK, SPALLING = "crack", "spalling"
@@ -460,3 +461,30 @@ def test_data_module_logs_skipped_records_once(tmp_path: Path) -> None:
         dm.setup("fit")
     assert isinstance(read_mask_splits(folder, on_error="skip")["train"], RecordList)
     assert sum(len(ds) for ds in dm.datasets["train"] + dm.datasets["val"]) == 2
+
+
+def test_synthetic_masks_refuse_a_folder_they_did_not_write(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    small = {"scales": ["pixel"], "n_train": 2, "n_test": 1, "synthetic_size": 32, "write_workers": 1}
+    foreign = tmp_path / "my photos"
+    (foreign / "pixel").mkdir(parents=True)
+    (foreign / "pixel" / "wall.png").write_bytes(b"a photo of mine")
+    before = sorted(p.relative_to(foreign) for p in foreign.rglob("*"))
+    with pytest.raises(DataError) as info:
+        SyntheticCrackMaskDataModule(root=str(foreign), **small).prepare_data()
+    message = str(info.value)
+    assert "\n" not in message and f"'{foreign}'" in message, message
+    assert "not crackcascade synthetic data" in message and "choose an empty or new folder" in message
+    # Through the command line: one line, exit status 2, and the folder left as it was.
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["fit", "--config", str(CONF / "unet.yaml"), "--data", "crackcascade.SyntheticCrackMaskDataModule",
+                  "--data.root", str(foreign), "--data.n_train", "2", "--data.n_test", "1",
+                  "--data.synthetic_size", "32", "--trainer.default_root_dir", str(tmp_path / "out")])  # fmt: skip
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"crackcascade: error: {message}"
+    assert sorted(p.relative_to(foreign) for p in foreign.rglob("*")) == before
+    assert (foreign / "pixel" / "wall.png").read_bytes() == b"a photo of mine"
+    # An empty folder is fine: the set is written there.
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    SyntheticCrackMaskDataModule(root=str(empty), **small).prepare_data()
+    assert len(list((empty / "pixel" / "train" / "images").glob("*.png"))) == 2

@@ -23,8 +23,8 @@ from PIL import Image
 
 from crackcascade.cli import main
 from crackcascade.data.datamodules import CrackMaskDataModule, PhiNetDataModule
-from crackcascade.data.synthetic import write_crack_masks, write_phinet
 from crackcascade.errors import DataError
+from crackcascade.synthetic import write_crack_masks, write_phinet
 
 from .conftest import CONF, ROOT
 
@@ -237,7 +237,7 @@ def _lazy_scales(rank: int, port: int, out: str) -> None:
     import torch
     import torch.distributed as dist
 
-    from crackcascade.models.segmenter import SegmentationMetrics, names_on_all_ranks, unupdated_metrics_ok
+    from crackcascade.metrics import SegmentationMetrics, names_on_all_ranks, unupdated_metrics_ok
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     seen = ["pixel"] if rank == 0 else ["structural", "pixel"]  # rank 1 alone sees structural, and first

@@ -20,10 +20,10 @@ from crackcascade import CrackSegmenter, LargestBatchFinder, MultiTaskClassifier
 from crackcascade.cli import main
 from crackcascade.data.datamodules import make_loader
 from crackcascade.data.io import read_image
-from crackcascade.data.synthetic import write_phinet
 from crackcascade.data.transforms import classification_transform
 from crackcascade.errors import ConfigError
-from crackcascade.models.multitask import ConfusionCounts
+from crackcascade.metrics.classification import ConfusionCounts
+from crackcascade.synthetic import write_phinet
 
 from .conftest import CONF
 
@@ -252,7 +252,7 @@ def test_batch_finder_from_the_cli_records_the_size_found(phinet_roots: dict[str
 CAPPED_SEARCH = """
 import json, logging, resource, sys
 import pytorch_lightning as pl
-import crackcascade.tuning as tuning
+import crackcascade.hardware as hardware
 from crackcascade import LargestBatchFinder, MultiTaskClassifier, PhiNetDataModule
 
 failed = []
@@ -262,7 +262,7 @@ class Failures(logging.Handler):
             failed.append(record.getMessage())
 logging.getLogger("pytorch_lightning").addHandler(Failures())
 limits = resource.getrlimit(resource.RLIMIT_DATA)
-tuning.available_memory = lambda: 600 * 2**20  # as if 600 MiB were free
+hardware.available_memory = lambda: 600 * 2**20  # as if 600 MiB were free
 data = PhiNetDataModule(root=sys.argv[1], tasks=["scene"], image_size=160, batch_size=2, val_fraction=0.05)
 model = MultiTaskClassifier(backbone="test_resnet", tasks=["scene"])
 finder = LargestBatchFinder(memory_fraction=0.5, steps_per_trial=1)
@@ -302,7 +302,7 @@ def test_batch_finder_options_are_checked() -> None:
 def test_batch_finder_takes_onednn_allocation_failures_for_out_of_memory() -> None:
     from pytorch_lightning.tuner import batch_size_scaling
 
-    from crackcascade.tuning import _count_onednn_failures_as_oom, is_out_of_memory
+    from crackcascade.callbacks.batch_finder import _count_onednn_failures_as_oom, is_out_of_memory
 
     onednn = RuntimeError("could not create a primitive")
     assert is_out_of_memory(onednn) and is_out_of_memory(RuntimeError("DefaultCPUAllocator: can't allocate memory"))

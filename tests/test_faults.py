@@ -26,14 +26,15 @@ import torch
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 
+from crackcascade.callbacks import RunGuard
+from crackcascade.checkpoints.restore import load_classifier
 from crackcascade.cli import main
-from crackcascade.data.synthetic import write_phinet
 from crackcascade.errors import ConfigError, NumericalError, WeightsError
 from crackcascade.labels import TASK_NAMES
-from crackcascade.models.cascade import load_classifier
 from crackcascade.models.multitask import MultiTaskClassifier
 from crackcascade.models.segmenter import CrackSegmenter
-from crackcascade.reliability import RunGuard, preflight
+from crackcascade.outputs import preflight
+from crackcascade.synthetic import write_phinet
 
 from .conftest import CONF, ROOT
 

@@ -30,8 +30,8 @@ from crackcascade import (
     SyntheticCrackMaskDataModule,
     SyntheticPhiNetDataModule,
 )
-from crackcascade.data.synthetic import write_crack_masks
 from crackcascade.labels import get_task
+from crackcascade.synthetic import write_crack_masks
 
 pytestmark = pytest.mark.learning
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from crackcascade.data.synthetic import render_scene
 from crackcascade.measure import CrackComponent, CrackMeasurements, measure_cracks
+from crackcascade.synthetic import render_scene
 
 
 def _axial_difference(a: float, b: float) -> float:

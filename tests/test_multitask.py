@@ -11,12 +11,9 @@ from torchmetrics.functional.classification import multiclass_accuracy, multicla
 
 from crackcascade.errors import ConfigError, WeightsError
 from crackcascade.labels import IGNORE_INDEX, TASK_NAMES, task_index
-from crackcascade.models.multitask import (
-    MultiTaskClassifier,
-    collate_tasks,
-    masked_cross_entropy,
-    scores_from_confusion,
-)
+from crackcascade.metrics.classification import scores_from_confusion
+from crackcascade.models.losses import masked_cross_entropy
+from crackcascade.models.multitask import MultiTaskClassifier, collate_tasks
 
 
 def _labels(rows: list[dict[str, int]]) -> torch.Tensor:

@@ -10,8 +10,7 @@ import pytest
 import torch
 
 from crackcascade.data.datamodules import PhiNetDataModule
-from crackcascade.data.datasets import ArrayTaskDataset
-from crackcascade.data.phinet import decode_labels, read_index
+from crackcascade.data.phinet import ArrayTaskDataset, decode_labels, read_index
 from crackcascade.errors import ConfigError, DataError
 from crackcascade.labels import IGNORE_INDEX, TASK_NAMES, get_task, task_index
 
@@ -239,7 +238,7 @@ def test_predict_requires_photos(tmp_path: Path) -> None:
 
 
 def test_synthetic_module_writes_once_and_replaces_its_own_set(tmp_path: Path) -> None:
-    from crackcascade.data.datamodules import SyntheticPhiNetDataModule
+    from crackcascade.synthetic import SyntheticPhiNetDataModule
 
     root = tmp_path / "synthetic"
     small = {"n_train": 4, "n_test": 2, "synthetic_size": 32}

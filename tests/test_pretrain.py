@@ -20,10 +20,10 @@ from crackcascade import (
     SSLPretrainer,
     UnlabeledPhotoDataModule,
 )
+from crackcascade.checkpoints.backbone import backbone_state, write_backbone
 from crackcascade.cli import main
 from crackcascade.data.unlabeled import native_crop
 from crackcascade.errors import DataError, WeightsError
-from crackcascade.models.backbone_file import backbone_state, write_backbone
 
 from .conftest import CONF, ROOT
 

@@ -15,16 +15,18 @@ from torch.utils.data import DataLoader
 from torchmetrics.functional.classification import binary_stat_scores
 
 from crackcascade import CrackSegmenter
+from crackcascade.checkpoints.restore import load_segmenter
 from crackcascade.errors import ConfigError, WeightsError
-from crackcascade.models.segmenter import (
+from crackcascade.metrics.segmentation import (
     THRESHOLD_GRID,
     SegmentationMetrics,
     best_threshold_index,
     class_targets,
     f1_curve,
-    segmentation_loss,
     segmentation_scores,
 )
+from crackcascade.models.base import INPUT_STATS_KEY
+from crackcascade.models.losses import segmentation_loss
 
 ENCODER = "tu-test_resnet"
 
@@ -359,6 +361,27 @@ def test_segmenter_checkpoint_loads_as_encoder_weights(tmp_path: Path) -> None:
     trainer.save_checkpoint(tmp_path / "segmenter.ckpt")
     model = CrackSegmenter(encoder_name=ENCODER, pretrained_weights=str(tmp_path / "segmenter.ckpt"))
     assert _same(model.model.encoder.state_dict(), trained.model.encoder.state_dict())
+
+
+def test_pretrained_tu_encoder_normalizes_with_its_timm_config_and_checkpoints_keep_it(tmp_path: Path) -> None:
+    save_file(timm.create_model("test_resnet").state_dict(), str(tmp_path / "test_resnet.safetensors"))
+    model = CrackSegmenter(encoder_name=ENCODER, pretrained_weights=str(tmp_path / "test_resnet.safetensors"))
+    white = torch.full((1, 3, 1, 1), 255.0)
+    # test_resnet's pretrained config: mean 0.5, std 0.5 (from scratch, the U-Net keeps ImageNet's; see above).
+    assert torch.allclose(model.normalize(white), torch.ones(1, 3, 1, 1))
+    trainer = pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    trainer.strategy.connect(model)
+    trainer.save_checkpoint(tmp_path / "pretrained.ckpt")
+    # Rebuilt offline (no pretrained weights read), it still normalizes as it was trained.
+    restored = load_segmenter(tmp_path / "pretrained.ckpt")
+    assert torch.equal(restored.mean, model.mean) and torch.equal(restored.std, model.std)
+    # A checkpoint saved before the statistics were recorded normalized with ImageNet's.
+    legacy = torch.load(tmp_path / "pretrained.ckpt", weights_only=True)
+    del legacy[INPUT_STATS_KEY]
+    torch.save(legacy, tmp_path / "legacy.ckpt")
+    old = load_segmenter(tmp_path / "legacy.ckpt")
+    expected = [(1 - m) / s for m, s in zip((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), strict=True)]
+    assert old.normalize(white).flatten().tolist() == pytest.approx(expected, rel=1e-6)
 
 
 def test_mismatched_encoder_weights_are_a_weights_error(tmp_path: Path) -> None:

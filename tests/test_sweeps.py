@@ -84,6 +84,10 @@ def test_sweep_files_give_the_agent_crackcascade_fit(
     assert sweep["metric"]["name"] == objective
     assert sweep["parameters"]["model.lr"]["distribution"] == "log_uniform_values"
     assert "values" in sweep["parameters"]["data.batch_size"]
+    if sweep_file.startswith("multitask"):
+        # Bai et al. trained the classifier with batch 40 and lr 0.001: the sweep can reach both.
+        assert 40 in sweep["parameters"]["data.batch_size"]["values"]
+        assert sweep["parameters"]["model.lr"]["min"] <= 0.001 <= sweep["parameters"]["model.lr"]["max"]
     for seed in range(3):
         values = _sample(sweep, seed)
         lr = sweep["parameters"]["model.lr"]

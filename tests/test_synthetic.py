@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from crackcascade.data.synthetic import (
+from crackcascade.labels import SCALES, TASK_NAMES, TASKS, Task, get_task
+from crackcascade.synthetic import (
     MATERIALS,
     TASK_SCALES,
     Scene,
@@ -23,7 +24,6 @@ from crackcascade.data.synthetic import (
     sample_for_task,
     write_phinet,
 )
-from crackcascade.labels import SCALES, TASK_NAMES, TASKS, Task, get_task
 
 SCENE = get_task("scene")
 STATE = get_task("damage_state")

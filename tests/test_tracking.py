@@ -17,7 +17,7 @@ from PIL import Image
 
 from crackcascade.cli import main
 from crackcascade.data.datamodules import CrackMaskDataModule
-from crackcascade.models.multitask import scores_from_confusion
+from crackcascade.metrics.classification import scores_from_confusion
 
 from .conftest import CONF, ROOT, wandb_inspect
 

@@ -1,1 +1,1 @@
-"""Datasets, data modules, transforms and the synthetic data generator."""
+"""Readers, datasets, transforms and data modules; the synthetic generator is :mod:`crackcascade.synthetic`."""

@@ -9,12 +9,12 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from crackcascade.data.types import OnError
 from crackcascade.errors import ConfigError, DataError, first_line
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
@@ -25,8 +25,6 @@ MAX_PIXELS_ENV = "CRACKCASCADE_MAX_IMAGE_PIXELS"
 
 FOLLOW_SYMLINKS_ENV = "CRACKCASCADE_FOLLOW_SYMLINKS"
 """Environment variable that, set to 1, allows symlinks from a dataset folder to files outside it."""
-
-OnError = Literal["raise", "skip"]
 
 
 def is_image_file(path: str | Path) -> bool:

@@ -9,6 +9,10 @@ process (workers, prefetching, the sanity check). So the training loaders built 
 * :class:`ReplaySampler` orders each epoch by a permutation drawn from ``(seed, stream, epoch,
   pass)``; Lightning calls its ``set_epoch`` at the start of every epoch (also of a restarted
   one), and :meth:`ReplaySampler.resume` makes a restarted epoch skip the batches already trained.
+* :class:`ReplayLoader`, the DataLoader around it, counts the batches it has handed to training
+  and is *stateful*: Lightning's fit loop saves its ``state_dict`` (epoch, pass, samples trained)
+  into every checkpoint and, on a restart, gives it back through ``load_state_dict`` before the
+  epoch's first batch, which resumes the sampler at that position.
 * each index it yields carries a per-sample seed, and :class:`LoaderDataset` runs the dataset's
   transform under that seed (the global RNG is saved and restored around it), so augmentation
   depends on ``(seed, epoch, position)`` only: the same for any ``num_workers``, persistent
@@ -18,12 +22,12 @@ The seed is the one ``seed_everything`` set (``PL_GLOBAL_SEED``, the CLI's ``see
 without one the sampler draws a seed once from torch's RNG, so runs still shuffle but do not
 replay. Under DDP Lightning replaces the sampler with its ``DistributedSampler`` (this is a
 :class:`~torch.utils.data.RandomSampler`), which is seeded per epoch too; samples then carry no
-seed and augment from the worker's RNG.
+seed and augment from the worker's RNG, and a restart mid-epoch starts the epoch's order anew.
 
 :class:`LoaderDataset` also implements ``on_error="skip"`` at load time: a sample whose file
 cannot be decoded becomes a :class:`Skipped` marker, and :class:`SkipCollate` drops it from the
 batch and lists its one-line message under ``batch["skipped"]`` (a batch of only skipped samples
-is ``{"skipped": [...]}``), which :class:`~crackcascade.reliability.RunGuard` counts and reports at
+is ``{"skipped": [...]}``), which :class:`~crackcascade.callbacks.SkipReport` counts and reports at
 the end of the epoch.
 """
 
@@ -36,7 +40,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, RandomSampler
+from torch.utils.data import DataLoader, Dataset, RandomSampler
 from torch.utils.data._utils.collate import default_collate
 
 from crackcascade.errors import DataError, one_line
@@ -67,6 +71,11 @@ class ReplaySampler(RandomSampler):
     takes a new permutation on each pass. Being a :class:`~torch.utils.data.RandomSampler`,
     it is replaced by Lightning's ``DistributedSampler`` under DDP.
 
+    Its state (:meth:`state_dict`) is the position training has reached: the epoch, the pass
+    and how many of that pass's samples were handed to training, as its :class:`ReplayLoader`
+    reports them (:meth:`handed_out`, :meth:`give_back`); the sampler itself cannot tell, since
+    DataLoader workers draw indices ahead of training.
+
     Args:
         data_source: The dataset (only its length is used).
         stream: Distinguishes loaders that share a seed (one per Phi-Net task).
@@ -82,6 +91,8 @@ class ReplaySampler(RandomSampler):
         self._skip = 0
         self._pending: tuple[int, int, int] | None = None
         self._drawn: int | None = None
+        # (pass, samples of it handed to training) in the current epoch, and before the batch in flight.
+        self._position = self._before = (0, 0)
 
     def __len__(self) -> int:
         return len(self.data_source)
@@ -103,6 +114,7 @@ class ReplaySampler(RandomSampler):
         if self._pending is not None and self._pending[0] == epoch:
             _, self._pass, self._skip = self._pending
         self._pending = None
+        self._position = self._before = (self._pass, self._skip)
 
     def resume(self, epoch: int, completed_passes: int, samples_done: int) -> None:
         """Make epoch ``epoch`` continue after ``completed_passes`` passes and ``samples_done`` more samples.
@@ -112,16 +124,97 @@ class ReplaySampler(RandomSampler):
         """
         self._pending = (epoch, completed_passes, samples_done)
 
+    def handed_out(self, samples: int) -> None:
+        """Count a batch of ``samples`` more of the current pass as handed to training (by :class:`ReplayLoader`)."""
+        current, done = self._position
+        self._before = self._position
+        self._position = (current, min(done + samples, len(self)))
+
+    def pass_ended(self) -> None:
+        """Its loader has handed out the whole pass: no batch of it is in flight any more."""
+        self._before = self._position
+
+    def give_back(self) -> None:
+        """The batch handed out last was not trained (its step raised): a restart hands it out again."""
+        self._position = self._before
+
+    def state_dict(self) -> dict[str, int]:
+        """The position training has reached: ``epoch``, ``pass`` and the ``samples`` of that pass trained."""
+        current, done = self._position
+        if done >= len(self):  # the whole pass: the next sample is the next pass's first
+            current, done = current + 1, 0
+        return {"epoch": self.epoch, "pass": current, "samples": done}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        """Continue from a :meth:`state_dict` once that epoch starts again (see :meth:`resume`)."""
+        self.resume(int(state_dict["epoch"]), int(state_dict["pass"]), int(state_dict["samples"]))
+
     def __iter__(self) -> Iterator[SeededIndex]:  # type: ignore[override]
         seed, n = self._base_seed(), len(self)
         current, start = self._pass, self._skip
         self._pass, self._skip = current + 1, 0
+        self._position = self._before = (current, start)
         generator = torch.Generator().manual_seed(mix_seed(seed, self.stream, self.epoch, current))
         order = torch.randperm(n, generator=generator).tolist()
         # One seed per position of the pass, drawn all at once: skipping a prefix leaves the rest unchanged.
         seeds = torch.randint(0, 1 << 62, (n,), generator=generator).tolist()
         for position in range(start, n):
             yield order[position], seeds[position]
+
+
+class ReplayLoader(DataLoader):
+    """A training DataLoader whose position in the epoch goes into checkpoints, so a restart resumes there.
+
+    With a :class:`ReplaySampler` (and a ``batch_size``) it tells the sampler of every batch it
+    hands out, and its ``state_dict``/``load_state_dict`` are the sampler's: Lightning's fit loop
+    saves the state of such stateful loaders with its own and restores it before iterating a
+    restarted epoch. Lightning knows the length of these loaders, so it fetches no batch ahead
+    of the step that trains it, and the position saved at the end of a step is that of the
+    batches trained. A step that raises leaves its batch in flight, and Lightning runs it again
+    after a restart: :class:`~crackcascade.callbacks.MidEpochResume` gives it back
+    (:meth:`give_back`) before the checkpoint saved on the exception is written. With any other
+    sampler (Lightning's ``DistributedSampler`` under DDP) it is a plain DataLoader whose state
+    is empty.
+
+    It takes exactly :class:`~torch.utils.data.DataLoader`'s arguments, so Lightning can rebuild
+    it with another sampler.
+    """
+
+    @property
+    def replay_sampler(self) -> ReplaySampler | None:
+        """The :class:`ReplaySampler` this loader resumes a restarted epoch with, or None (it cannot)."""
+        sampler = self.sampler
+        return sampler if isinstance(sampler, ReplaySampler) and self.batch_size is not None else None
+
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        sampler = self.replay_sampler
+        if sampler is None or self.batch_size is None:  # batch_size: for mypy, see replay_sampler
+            return super().__iter__()
+        return self._counted(sampler, self.batch_size)
+
+    def _counted(self, sampler: ReplaySampler, batch_size: int) -> Iterator[Any]:
+        # A generator: nothing is drawn until the first batch is asked for, after Lightning's set_epoch.
+        for batch in super().__iter__():
+            sampler.handed_out(batch_size)
+            yield batch
+        sampler.pass_ended()
+
+    def give_back(self) -> None:
+        """The batch handed out last was not trained: a restart from a checkpoint saved now hands it out again."""
+        sampler = self.replay_sampler
+        if sampler is not None:
+            sampler.give_back()
+
+    def state_dict(self) -> dict[str, Any]:
+        """The sampler's position (:meth:`ReplaySampler.state_dict`); empty without a replay sampler."""
+        sampler = self.replay_sampler
+        return {} if sampler is None else {"sampler": sampler.state_dict()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Resume the sampler where the saved state says; a state this loader cannot replay is ignored."""
+        sampler = self.replay_sampler
+        if sampler is not None and "sampler" in state_dict:
+            sampler.load_state_dict(state_dict["sampler"])
 
 
 @dataclass(frozen=True)

@@ -28,8 +28,8 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from crackcascade.data.datamodules import LoaderDataModule, check_loader_options, warn_bad_files
-from crackcascade.data.io import BadFiles, OnError, escape_message, read_image, scan_images
+from crackcascade.data.datamodules.base import LoaderDataModule, check_batch_options, warn_bad_files
+from crackcascade.data.io import BadFiles, escape_message, read_image, scan_images
 from crackcascade.errors import ConfigError, DataError
 
 ViewSource = Literal["crop", "resize"]
@@ -122,10 +122,9 @@ class UnlabeledPhotoDataModule(LoaderDataModule):
         views: ``crop``: random windows at native resolution; ``resize``: the whole photo.
         min_scale: Smallest view area as a fraction of its source (lightly's random resized crop).
         batch_size: Photos per batch (two views each); SSL needs at least 2.
-        num_workers: DataLoader worker processes.
-        pin_memory: Pin batches in memory (None: where CUDA is available).
-        prefetch_factor: Batches each worker loads ahead (None: torch's default).
-        on_error: ``raise`` on a bad image file, or ``skip`` it.
+        loader_options: ``num_workers``, ``pin_memory``, ``prefetch_factor`` and ``on_error``
+            (``raise`` on a bad image file, or ``skip`` it), as every crackcascade data module
+            (:class:`~crackcascade.data.datamodules.base.LoaderDataModule`).
     """
 
     def __init__(
@@ -135,14 +134,11 @@ class UnlabeledPhotoDataModule(LoaderDataModule):
         views: ViewSource = "crop",
         min_scale: float = 0.25,
         batch_size: int = 32,
-        num_workers: int = 4,
-        pin_memory: bool | None = None,
-        prefetch_factor: int | None = None,
-        on_error: OnError = "raise",
+        **loader_options: Any,
     ) -> None:
-        super().__init__()
+        super().__init__(**loader_options)
+        check_batch_options(image_size, batch_size=batch_size)
         self.save_hyperparameters()
-        check_loader_options(image_size, num_workers, prefetch_factor=prefetch_factor, batch_size=batch_size)
         if batch_size < 2:
             raise ConfigError(f"data.batch_size must be >= 2 for self-supervised pretraining, got {batch_size}")
         if views not in ("crop", "resize"):
@@ -154,7 +150,6 @@ class UnlabeledPhotoDataModule(LoaderDataModule):
         self.views: ViewSource = views
         self.min_scale = min_scale
         self.batch_size = batch_size
-        self._keep_loader_options(num_workers, pin_memory, prefetch_factor, on_error)
         self.dataset: UnlabeledPhotoDataset | None = None
 
     @property

@@ -1,1 +1,1 @@
-"""LightningModules: the multi-task classifier (and weight loading)."""
+"""LightningModules: their base classes, the classifier, the U-Net, the cascade, and their losses."""

@@ -13,261 +13,38 @@ photo, the eight task predictions, the gate decision, the crack mask and its mea
 
 from __future__ import annotations
 
-import contextvars
 import json
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
-import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
-from torchmetrics import Metric
 from torchvision.transforms.v2 import functional as TF  # noqa: N812
 
-from crackcascade.checkpoints import load_checkpoint
+from crackcascade.checkpoints.reading import read_lightning_checkpoint, resolve_checkpoint
+from crackcascade.checkpoints.restore import classifier_from_checkpoint, load_segmenter
 from crackcascade.data.cracks import MASK_IGNORE
 from crackcascade.data.sampling import has_samples
-from crackcascade.errors import ConfigError, WeightsError, first_line
-from crackcascade.labels import CRACK, CRACK_DAMAGE_TYPES, SCALES, TASKS, get_task, normalize_name
-from crackcascade.models.multitask import MultiTaskClassifier
-from crackcascade.models.segmenter import CrackSegmenter, attached_datamodule, names_on_all_ranks, unupdated_metrics_ok
+from crackcascade.errors import ConfigError
+from crackcascade.labels import CRACK, CRACK_DAMAGE_TYPES, SCALES, get_task, normalize_name
+from crackcascade.measure import measure_cracks
+from crackcascade.metrics.cascade import SCORE_COLUMNS, CascadeMetrics
+from crackcascade.metrics.distributed import names_on_all_ranks, unupdated_metrics_ok
+from crackcascade.models.base import CrackcascadeModule
+from crackcascade.models.segmenter import CrackSegmenter
 
 Batch = dict[str, Any]
 
 MODES: tuple[str, ...] = ("ungated", "gated")
 """The two ways every test photo is scored: U-Net on every photo, and the cascade."""
 
-COUNTS: tuple[str, ...] = (
-    "images",
-    "ran",  # photos the U-Net segmented
-    "tp",  # image level: crack present and found
-    "fp",
-    "fn",
-    "tn",
-    "located",  # localization correct (see CascadeMetrics)
-    "pixel_tp",
-    "pixel_fp",
-    "pixel_fn",
-)
-"""Counters of :class:`CascadeMetrics`, summed over photos (and DDP ranks)."""
-
-SCORE_COLUMNS: tuple[str, ...] = (
-    "images",
-    "ran",
-    "accuracy",
-    "precision",
-    "recall",
-    "f1",
-    "localization",
-    "pixel_iou",
-    "pixel_f1",
-    "ms_per_image",
-)
-"""Columns of the evaluation table, after ``scale`` and ``mode``."""
-
-
-def _ratio(numerator: float, denominator: float) -> float:
-    return numerator / denominator if denominator else 0.0
-
-
-class CascadeMetrics(Metric):
-    """Image-level crack detection, the paper's localization accuracy and pixel scores of one scale and mode.
-
-    A photo *has* a crack when its true mask has any crack pixel; the model *found* one when its
-    mask has at least ``min_pixels`` crack pixels (fewer are noise, and count as nothing masked).
-    Localization is correct, as in Bai et al. (2020), when the photo is crack-free and nothing is
-    masked, or it has a crack and the predicted mask overlaps it with IoU >= ``iou_threshold``.
-    Pixel IoU and F1 sum the pixels of all photos. Time is seconds of model work per photo.
-
-    Args:
-        iou_threshold: IoU a cracked photo's mask needs to count as located.
-        min_pixels: Fewest crack pixels that count as a crack found.
-    """
-
-    full_state_update = False
-    counts: Tensor
-    seconds: Tensor
-
-    def __init__(self, iou_threshold: float = 0.3, min_pixels: int = 10) -> None:
-        super().__init__()
-        self.iou_threshold = iou_threshold
-        self.min_pixels = min_pixels
-        self.add_state("counts", torch.zeros(len(COUNTS), dtype=torch.long), dist_reduce_fx="sum")
-        self.add_state("seconds", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
-
-    def update(self, predicted: Tensor, truth: Tensor, ran: bool, seconds: float) -> None:
-        """Add one photo.
-
-        Args:
-            predicted: ``(H, W)`` bool, the crack pixels this mode masked (all False if it did not run).
-            truth: ``(H, W)`` bool, the true crack pixels.
-            ran: Whether the U-Net segmented the photo in this mode.
-            seconds: Model time spent on the photo in this mode.
-        """
-        tp = int((predicted & truth).sum())
-        fp = int((predicted & ~truth).sum())
-        fn = int((~predicted & truth).sum())
-        has, found = bool(truth.any()), int(predicted.sum()) >= self.min_pixels
-        located = found and _ratio(tp, tp + fp + fn) >= self.iou_threshold if has else not found
-        values = {
-            "images": 1,
-            "ran": int(ran),
-            "tp": int(has and found),
-            "fp": int(found and not has),
-            "fn": int(has and not found),
-            "tn": int(not has and not found),
-            "located": int(located),
-            "pixel_tp": tp,
-            "pixel_fp": fp,
-            "pixel_fn": fn,
-        }
-        self.counts += torch.tensor([values[k] for k in COUNTS], device=self.counts.device)
-        self.seconds += seconds
-
-    def compute(self) -> dict[str, float]:
-        """The scores of :data:`SCORE_COLUMNS` (``ran`` as a fraction of the photos)."""
-        c = dict(zip(COUNTS, self.counts.tolist(), strict=True))
-        images = c["images"]
-        precision, recall = _ratio(c["tp"], c["tp"] + c["fp"]), _ratio(c["tp"], c["tp"] + c["fn"])
-        pixels = c["pixel_tp"] + c["pixel_fp"] + c["pixel_fn"]
-        return {
-            "images": float(images),
-            "ran": _ratio(c["ran"], images),
-            "accuracy": _ratio(c["tp"] + c["tn"], images),
-            "precision": precision,
-            "recall": recall,
-            "f1": _ratio(2 * precision * recall, precision + recall),
-            "localization": _ratio(c["located"], images),
-            "pixel_iou": _ratio(c["pixel_tp"], pixels),
-            "pixel_f1": _ratio(2 * c["pixel_tp"], 2 * c["pixel_tp"] + c["pixel_fp"] + c["pixel_fn"]),
-            "ms_per_image": 1000 * _ratio(float(self.seconds), images),
-        }
-
-
-# ---- checkpoints -------------------------------------------------------------------------------
-
-
-def resolve_checkpoint(path: str | Path, option: str) -> Path:
-    """The checkpoint a path names; a path with ``*``, ``?`` or ``[`` is a glob and picks the newest match.
-
-    So ``logs/demo/version_*/checkpoints/last.ckpt`` is the last epoch of the latest run.
-
-    Raises:
-        WeightsError: If a glob matches no file.
-    """
-    text = str(path)
-    if not any(c in text for c in "*?["):
-        return Path(text)
-    anchor = Path("/") if text.startswith("/") else Path()
-    matches = [p for p in anchor.glob(text.lstrip("/")) if p.is_file()]
-    if not matches:
-        raise WeightsError(f"{option}: no checkpoint matches '{text}'; train the model first or give the .ckpt path")
-    return max(matches, key=lambda p: (p.stat().st_mtime, str(p)))
-
-
-def _read_checkpoint(path: str | Path, option: str) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"{option}: checkpoint '{path}' not found; give the .ckpt file a training run wrote")
-    checkpoint = load_checkpoint(path, option, kind="Lightning checkpoint")
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "hyper_parameters" not in checkpoint:
-        raise WeightsError(f"{option}: '{path}' is not a Lightning checkpoint (no state_dict/hyper_parameters)")
-    return checkpoint
-
-
-def _kind(checkpoint: dict[str, Any]) -> str:
-    hparams = checkpoint["hyper_parameters"]
-    if "backbone" in hparams:
-        return "classifier (MultiTaskClassifier)"
-    if "encoder_name" in hparams:
-        return "U-Net (CrackSegmenter)"
-    return "model of another kind"
-
-
-def _restore(cls: type[pl.LightningModule], path: str | Path, checkpoint: dict[str, Any], option: str) -> Any:
-    hparams = {k: v for k, v in checkpoint["hyper_parameters"].items() if not k.startswith("_")}
-    # Weights come from the checkpoint; never fetch or read the pretrained ones again.
-    hparams["pretrained_weights"] = None
-    # compile is a training speed-up: photos of every size would each compile again here.
-    hparams["compile"] = False
-    if cls is MultiTaskClassifier:
-        hparams["pretrained"] = False
-    else:
-        hparams["encoder_weights"] = None
-    try:
-        # An empty context: when LightningCLI builds the cascade it sets the hyper-parameters every
-        # LightningModule created meanwhile would save; these sub-models must save their own.
-        module = contextvars.Context().run(cls, **hparams)
-        module.load_state_dict(checkpoint["state_dict"])
-    except (RuntimeError, TypeError, ValueError) as err:
-        raise WeightsError(f"{option}: '{path}' does not load into {cls.__name__} ({first_line(err)})") from None
-    module.on_load_checkpoint(checkpoint)
-    return module.eval()
-
-
-def load_classifier(path: str | Path, required_tasks: Sequence[str] = (), option: str = "model.classifier") -> Any:
-    """Load a :class:`MultiTaskClassifier` checkpoint for the cascade and check it can serve it.
-
-    Args:
-        path: The classifier's ``.ckpt`` file.
-        required_tasks: Tasks whose heads the cascade reads (the gate's, the scene head); each
-            must exist and have been trained.
-        option: The option that named the file, for error messages.
-
-    Raises:
-        WeightsError: One line naming the file and option, if it is missing, is not a classifier
-            checkpoint, lacks a required head, or its class names differ from :mod:`crackcascade.labels`.
-    """
-    return _classifier_from(_read_checkpoint(path, option), path, required_tasks, option)
-
-
-def _classifier_from(
-    checkpoint: dict[str, Any], path: str | Path, required_tasks: Sequence[str], option: str
-) -> MultiTaskClassifier:
-    kind = _kind(checkpoint)
-    if not kind.startswith("classifier"):
-        raise WeightsError(f"{option}: '{path}' holds a {kind}, not a classifier (MultiTaskClassifier)")
-    saved_classes = checkpoint.get("crackcascade_task_classes", {})
-    for known in TASKS:
-        if known.name in saved_classes and tuple(saved_classes[known.name]) != known.classes:
-            raise WeightsError(
-                f"{option}: '{path}' was trained with {known.name} classes {list(saved_classes[known.name])}, "
-                f"but crackcascade's are {list(known.classes)}; retrain it with this version"
-            )
-    module = cast(MultiTaskClassifier, _restore(MultiTaskClassifier, path, checkpoint, option))
-    trained = set(checkpoint.get("crackcascade_trained_tasks", module.tasks))
-    for task in required_tasks:
-        if task not in module.tasks or task not in trained:
-            raise WeightsError(
-                f"{option}: '{path}' has no trained {task} head (trained: {', '.join(sorted(trained))}); "
-                f"train one with --model.tasks including {task}, or change the cascade's gate/routing"
-            )
-    return module
-
-
-def load_segmenter(path: str | Path, option: str = "model.segmenter") -> Any:
-    """Load a :class:`CrackSegmenter` checkpoint (with its validated thresholds) for the cascade.
-
-    Raises:
-        WeightsError: One line naming the file and option, if it is missing, is not a U-Net
-            checkpoint, or has no ``crack`` class.
-    """
-    checkpoint = _read_checkpoint(path, option)
-    kind = _kind(checkpoint)
-    if not kind.startswith("U-Net"):
-        raise WeightsError(f"{option}: '{path}' holds a {kind}, not a U-Net (CrackSegmenter)")
-    module = cast(CrackSegmenter, _restore(CrackSegmenter, path, checkpoint, option))
-    if CRACK not in module.classes:
-        raise WeightsError(f"{option}: '{path}' segments {module.classes}, not '{CRACK}'; the cascade localizes cracks")
-    return module
-
 
 # ---- the cascade -------------------------------------------------------------------------------
 
 
-class CrackCascade(pl.LightningModule):
+class CrackCascade(CrackcascadeModule):
     """Classifier, then U-Net: scene-level routing and a damage gate in front of crack segmentation.
 
     Built from checkpoints, for ``test`` and ``predict`` (there is nothing to train). Test data
@@ -331,8 +108,8 @@ class CrackCascade(pl.LightningModule):
         self.segmenters = nn.ModuleList(load_segmenter(p, "model.segmenter") for p in paths)
         self.route_index = {scale: paths.index(p) for scale, p in self.routes.items()}
         required = ([self.gate_task] if self.gate_task else []) + (["scene"] if len(paths) > 1 else [])
-        checkpoint = _read_checkpoint(classifier, "model.classifier")
-        self.classifier = _classifier_from(checkpoint, classifier, required, "model.classifier")
+        checkpoint = read_lightning_checkpoint(classifier, "model.classifier")
+        self.classifier = classifier_from_checkpoint(checkpoint, classifier, required, "model.classifier")
         # The size it was trained at, from its data module's saved options (else the paper's 224).
         trained_size = (checkpoint.get("datamodule_hyper_parameters") or {}).get("image_size")
         self.classifier_size = classifier_size or int(trained_size or 224)
@@ -404,10 +181,10 @@ class CrackCascade(pl.LightningModule):
     # ---- test --------------------------------------------------------------------------------------
 
     def _eval_scales(self) -> list[str] | None:
-        return getattr(attached_datamodule(self), "eval_scales", None)
+        return getattr(self.attached_datamodule(), "eval_scales", None)
 
     def _data_crack_value(self) -> int:
-        classes = list(getattr(attached_datamodule(self), "classes", None) or [CRACK])
+        classes = list(getattr(self.attached_datamodule(), "classes", None) or [CRACK])
         if CRACK not in classes:
             raise ConfigError(f"data.classes {classes} has no '{CRACK}'; the cascade is scored on crack masks")
         return classes.index(CRACK) + 1
@@ -495,8 +272,6 @@ class CrackCascade(pl.LightningModule):
             segmented), and for the writer ``mask`` ``(H, W)`` uint8 and ``image`` ``(H, W, 3)``
             uint8 arrays.
         """
-        from crackcascade.measure import measure_cracks
-
         if not has_samples(batch):
             return []
         records = []

@@ -3,29 +3,28 @@
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, ClassVar, Literal, cast
 
-import pytorch_lightning as pl
 import timm
 import torch
-import torch.nn.functional as F  # noqa: N812
 from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 from torch import Tensor, nn
-from torchmetrics import Metric
 from torchmetrics.classification import BinaryConfusionMatrix
 
-from crackcascade.checkpoints import CLASS_KEY, class_path
+from crackcascade.callbacks.previews import TaskPreviews
+from crackcascade.checkpoints.weights import load_weights
 from crackcascade.data.sampling import has_samples
 from crackcascade.errors import ConfigError
 from crackcascade.hardware import CompileMode
-from crackcascade.labels import CRACK_DAMAGE_TYPES, IGNORE_INDEX, get_task, resolve_tasks, task_index
-from crackcascade.models.optim import configure_optimizer
-from crackcascade.models.weights import load_weights
+from crackcascade.labels import CRACK_DAMAGE_TYPES, get_task, resolve_tasks, task_index
+from crackcascade.metrics.classification import ConfusionCounts, binary_scores, scores_from_confusion
+from crackcascade.metrics.distributed import unupdated_metrics_ok
+from crackcascade.models.base import TaskModule, timm_input_stats
+from crackcascade.models.losses import masked_cross_entropy
 from crackcascade.reliability import check_finite_loss
-from crackcascade.tracking import log_confusion_matrices, log_image_previews, previews_wanted, shrink
+from crackcascade.tracking import log_confusion_matrices
 
 Batch = dict[str, Any]
 STAGES: tuple[str, ...] = ("train", "val", "test")
@@ -53,44 +52,6 @@ def collate_tasks(batch: Batch | dict[str, Batch | None]) -> Batch:
     }
 
 
-def masked_cross_entropy(
-    logits: dict[str, Tensor],
-    labels: Tensor,
-    weights: dict[str, float] | None = None,
-    label_smoothing: float = 0.0,
-) -> tuple[Tensor, dict[str, Tensor]]:
-    """Cross-entropy per task over the images labelled for it, and their weighted sum.
-
-    Each task's loss is the mean over its labelled images (label ``-1`` means unknown). A task
-    with no labelled image in the batch contributes an exact zero that still depends on its
-    head, so every parameter takes part in the graph (DDP needs that).
-
-    Args:
-        logits: Task name -> ``(B, C_task)`` logits.
-        labels: ``(B, len(TASK_NAMES))`` label vectors.
-        weights: Task name -> loss weight (default 1).
-        label_smoothing: Passed to :func:`torch.nn.functional.cross_entropy`.
-
-    Returns:
-        The total loss and the per-task losses.
-    """
-    total = labels.new_zeros((), dtype=torch.float32)
-    per_task: dict[str, Tensor] = {}
-    for task, task_logits in logits.items():
-        target = labels[:, task_index(task)]
-        summed = F.cross_entropy(
-            task_logits.float(),
-            target,
-            ignore_index=IGNORE_INDEX,
-            reduction="sum",
-            label_smoothing=label_smoothing,
-        )
-        count = (target != IGNORE_INDEX).sum().clamp(min=1)
-        per_task[task] = summed / count
-        total = total + (1.0 if weights is None else weights.get(task, 1.0)) * per_task[task]
-    return total, per_task
-
-
 def predicts_crack(damage_type_logits: Tensor) -> Tensor:
     """Whether each image is called cracked: the damage-type argmax is one of ``CRACK_DAMAGE_TYPES``.
 
@@ -106,74 +67,7 @@ def predicts_crack(damage_type_logits: Tensor) -> Tensor:
     return torch.isin(damage_type_logits.argmax(1), crack_classes)
 
 
-def binary_scores(matrix: Tensor) -> dict[str, float]:
-    """Accuracy, precision, recall and F1 of the positive class from a 2x2 matrix ``[[tn, fp], [fn, tp]]``.
-
-    A ratio with an empty denominator (no predicted or no true positive) is 0, as in torchmetrics.
-    """
-    (tn, fp), (fn, tp) = matrix.double().tolist()
-    total = tn + fp + fn + tp
-    return {
-        "acc": (tp + tn) / total if total else 0.0,
-        "precision": tp / (tp + fp) if tp + fp else 0.0,
-        "recall": tp / (tp + fn) if tp + fn else 0.0,
-        "f1": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0,
-    }
-
-
-def scores_from_confusion(matrix: Tensor) -> tuple[Tensor, Tensor]:
-    """Accuracy and macro-F1 from a confusion matrix (rows = truth, columns = prediction).
-
-    Macro-F1 averages the classes that occur in the truth or the predictions, so a class absent
-    from a small validation set does not count as a zero.
-    """
-    matrix = matrix.double()
-    tp = matrix.diag()
-    support = matrix.sum(1)
-    predicted = matrix.sum(0)
-    accuracy = tp.sum() / matrix.sum().clamp(min=1)
-    present = (support + predicted) > 0
-    f1 = 2 * tp / (support + predicted).clamp(min=1)
-    return accuracy.float(), f1[present].mean().float() if present.any() else f1.new_zeros(()).float()
-
-
-class ConfusionCounts(Metric):
-    """Confusion matrix of one task (rows truth, columns prediction), counted without a host-device sync.
-
-    torchmetrics' ``MulticlassConfusionMatrix`` drops ignored labels by boolean indexing and
-    counts with ``bincount``; both need tensor sizes on the host, so on a GPU every update waits
-    for the device, eight times per training step with eight heads. Here each image is compared
-    with every cell index ``truth * C + prediction`` and the matches of valid labels are summed:
-    fixed shapes, integer arithmetic (exact under autocast), nothing read back. Labels that are
-    unknown (``-1``) or out of range are not counted.
-
-    Args:
-        num_classes: Number of classes of the task.
-    """
-
-    full_state_update = False
-    is_differentiable = False
-    confmat: Tensor
-
-    def __init__(self, num_classes: int) -> None:
-        super().__init__()
-        self.num_classes = num_classes
-        self.add_state("confmat", torch.zeros(num_classes, num_classes, dtype=torch.long), dist_reduce_fx="sum")
-
-    def update(self, preds: Tensor, target: Tensor) -> None:
-        """Add a batch of predicted class indices ``(B,)`` and labels ``(B,)``."""
-        n = self.num_classes
-        valid = (target >= 0) & (target < n)
-        index = target.clamp(0, n - 1) * n + preds.clamp(0, n - 1)
-        cells = torch.arange(n * n, device=index.device)
-        self.confmat += ((index.unsqueeze(1) == cells) & valid.unsqueeze(1)).sum(0).view(n, n)
-
-    def compute(self) -> Tensor:
-        """The ``(C, C)`` matrix, summed over processes."""
-        return self.confmat
-
-
-class MultiTaskClassifier(pl.LightningModule):
+class MultiTaskClassifier(TaskModule):
     """Shared timm backbone with one classification head per Phi-Net task (Bai et al., 2020).
 
     Images arrive as ``uint8``; the module normalizes them with the backbone's pretrained mean
@@ -206,8 +100,7 @@ class MultiTaskClassifier(pl.LightningModule):
             ``max-autotune`` or ``max-autotune-no-cudagraphs``.
     """
 
-    mean: Tensor
-    std: Tensor
+    offline_hparams: ClassVar[dict[str, Any]] = {**TaskModule.offline_hparams, "pretrained": False}
 
     def __init__(
         self,
@@ -228,14 +121,22 @@ class MultiTaskClassifier(pl.LightningModule):
         compile: bool = False,
         compile_mode: CompileMode = "default",
     ) -> None:
-        super().__init__()
+        super().__init__(
+            lr=lr,
+            optimizer=optimizer,
+            momentum=momentum,
+            weight_decay=weight_decay,
+            scheduler=scheduler,
+            channels_last=channels_last,
+            compile=compile,
+            compile_mode=compile_mode,
+        )
         self.save_hyperparameters()
         try:
             self.tasks = resolve_tasks(tasks)
         except ValueError as err:
             raise ConfigError(f"model.tasks: {err}") from None
-        if lr <= 0:
-            raise ConfigError(f"model.lr must be > 0, got {lr}")
+        self.optimization.check()
         self.task_weights = {get_task(k).name: float(v) for k, v in (task_weights or {}).items()}
         unknown = set(self.task_weights) - set(self.tasks)
         if unknown:
@@ -249,20 +150,12 @@ class MultiTaskClassifier(pl.LightningModule):
             classifier = net.pretrained_cfg.get("classifier", "fc")
             classifiers = classifier if isinstance(classifier, (list, tuple)) else [classifier]
             load_weights(self.backbone, pretrained_weights, ignore_prefixes=[f"{c}." for c in classifiers])
-        if channels_last:
-            self.backbone.to(memory_format=torch.channels_last)
-        if compile:
-            # nn.Module.compile compiles in place (no OptimizedModule wrapper), so the state-dict
-            # keys stay "backbone.*" and checkpoints load with or without compile. It compiles lazily,
-            # at the first forward pass, on whatever device the module is on by then.
-            self.backbone.compile(mode=compile_mode)
+        self.prepare_network(self.backbone)  # in place: the state-dict keys stay "backbone.*"
         features = int(net.num_features)
         self.heads = nn.ModuleDict(
             {t: nn.Sequential(nn.Dropout(dropout), nn.Linear(features, get_task(t).num_classes)) for t in self.tasks}
         )
-        config = timm.data.resolve_model_data_config(self.backbone)
-        self.register_buffer("mean", torch.tensor(config["mean"]).view(1, 3, 1, 1) * 255, persistent=False)
-        self.register_buffer("std", torch.tensor(config["std"]).view(1, 3, 1, 1) * 255, persistent=False)
+        self.set_input_stats(*timm_input_stats(self.backbone))
         # Keyed "<stage>_cm": a ModuleDict key may not shadow nn.Module attributes such as "train".
         self.confusion = nn.ModuleDict(
             {
@@ -282,8 +175,6 @@ class MultiTaskClassifier(pl.LightningModule):
         self._trained_tasks: set[str] | None = None
         self._scored: set[str] = set(self.tasks)
         self._untrained_crack_head = False  # validate/test reads crack scores from a damage-type head never trained
-        # Validation previews for W&B (rank zero only): task -> (image, caption); None when not collecting.
-        self._previews: dict[str, tuple[Tensor, str]] | None = None
 
     def _confusion(self, stage: str, task: str) -> ConfusionCounts:
         return cast(ConfusionCounts, self.confusion[f"{stage}_cm"][task])  # type: ignore[index]
@@ -292,16 +183,10 @@ class MultiTaskClassifier(pl.LightningModule):
         assert self.crack_confusion is not None  # only called with a damage-type head
         return cast(BinaryConfusionMatrix, self.crack_confusion[f"{stage}_cm"])
 
-    def normalize(self, images: Tensor) -> Tensor:
-        """Map ``uint8`` images (or floats in ``[0, 255]``) to the backbone's normalized input."""
-        return (images.float() - self.mean) / self.std
-
     def forward(self, images: Tensor) -> dict[str, Tensor]:
         """Return logits per task for ``(B, 3, H, W)`` images (``uint8`` or float 0-255)."""
-        if self.hparams["channels_last"]:
-            # On the uint8 input (a quarter of the float bytes); normalizing keeps the layout.
-            images = images.contiguous(memory_format=torch.channels_last)
-        features = self.backbone(self.normalize(images))
+        # The layout is set on the uint8 input (a quarter of the float bytes); normalizing keeps it.
+        features = self.backbone(self.normalize(self.to_layout(images)))
         return {t: head(features) for t, head in self.heads.items()}
 
     @property
@@ -312,9 +197,10 @@ class MultiTaskClassifier(pl.LightningModule):
 
     def setup(self, stage: str) -> None:
         """Check that the data's tasks all have a head (photos to predict carry no labels)."""
-        if stage == "predict" or self._trainer is None:
+        trainer = self.attached_trainer()
+        if stage == "predict" or trainer is None:
             return
-        data_tasks = getattr(getattr(self.trainer, "datamodule", None), "tasks", ())
+        data_tasks = getattr(getattr(trainer, "datamodule", None), "tasks", ())
         self._data_tasks = set(data_tasks or self.tasks)
         if stage == "fit":
             self._trained_tasks = set(self._data_tasks)  # a resumed fit's checkpoint says the same when restored
@@ -326,14 +212,15 @@ class MultiTaskClassifier(pl.LightningModule):
             )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Record the model's class and the trained heads (``predict`` reports and ``test`` scores only those)."""
-        checkpoint[CLASS_KEY] = class_path(type(self))
+        """Record the model's class, input statistics and trained heads (``predict`` and ``test`` use only those)."""
+        super().on_save_checkpoint(checkpoint)
         checkpoint["crackcascade_trained_tasks"] = list(self.trained_tasks)
         # Class names as trained, so a later change of labels.py is caught when the file is loaded.
         checkpoint["crackcascade_task_classes"] = {t: list(get_task(t).classes) for t in self.tasks}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Restore the trained tasks (checkpoints from other tools have every head trained)."""
+        """Restore the input statistics and the trained tasks (checkpoints from other tools have every head trained)."""
+        super().on_load_checkpoint(checkpoint)
         self._trained_tasks = set(checkpoint.get("crackcascade_trained_tasks", self.tasks))
 
     def _choose_scored(self, stage: str) -> None:
@@ -376,7 +263,7 @@ class MultiTaskClassifier(pl.LightningModule):
         if frozen:
             self.backbone.eval()
 
-    def _step(self, batch: Batch, stage: str) -> Tensor | None:
+    def _step(self, batch: Batch, stage: str) -> Batch | Tensor | None:
         batch = collate_tasks(batch)
         if not has_samples(batch):
             return None  # every sample of the step was skipped (on_error=skip): no update
@@ -411,8 +298,10 @@ class MultiTaskClassifier(pl.LightningModule):
         ):
             predicted = predicts_crack(logits[_DAMAGE_TYPE.name].detach())
             self._crack_confusion(stage).update(predicted.long(), torch.as_tensor(batch["crack"]).long())
-        if stage == "val" and self._previews is not None:
-            self._collect_previews(self._previews, batch["image"], labels, logits)
+        if stage == "val":
+            # For the W&B previews (callbacks.previews.TaskPreviews): the tasks the data labels, in head order.
+            shown = {task: value for task, value in logits.items() if task in self._data_tasks}
+            return {"images": batch["image"], "labels": labels, "logits": shown}
         return loss
 
     def _writes_logs(self) -> bool:
@@ -426,37 +315,13 @@ class MultiTaskClassifier(pl.LightningModule):
         due = every > 0 and (trainer.global_step + 1) % every == 0
         return due or bool(trainer.fast_dev_run) or trainer.should_stop
 
-    def _collect_previews(
-        self, previews: dict[str, tuple[Tensor, str]], images: Tensor, labels: Tensor, logits: dict[str, Tensor]
-    ) -> None:
-        """Keep the first validation image labelled for each task, captioned with prediction and truth.
-
-        Validation loaders are not shuffled, so the same images are shown every epoch.
-        """
-        for task in self.tasks:
-            if task in previews or task not in self._data_tasks:
-                continue
-            labelled = (labels[:, task_index(task)] != IGNORE_INDEX).nonzero()
-            if len(labelled) == 0:
-                continue
-            i = int(labelled[0])
-            classes = get_task(task).classes
-            probabilities = logits[task][i].detach().float().softmax(0)
-            best = int(probabilities.argmax())
-            caption = (
-                f"{task}: predicted {classes[best]} ({float(probabilities[best]):.2f}), "
-                f"true {classes[int(labels[i, task_index(task)])]}"
-            )
-            (image,) = shrink(images[i].to(torch.uint8))
-            previews[task] = (image, caption)
-
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor | None:
         """Masked multi-task cross-entropy on the concatenated task batches; stops at a NaN or infinite loss."""
-        return self._step(batch, "train")
+        return cast(Tensor | None, self._step(batch, "train"))
 
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        """Loss and confusion matrices on validation images."""
-        self._step(batch, "val")
+    def validation_step(self, batch: Batch, batch_idx: int) -> Batch | None:
+        """Loss and confusion matrices on validation images; returns what the W&B previews show."""
+        return cast(Batch | None, self._step(batch, "val"))
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
         """Loss and confusion matrices on test images."""
@@ -501,8 +366,7 @@ class MultiTaskClassifier(pl.LightningModule):
         metric = self._crack_confusion(stage)
         # Computed on every rank, counted or not, so that no rank waits on a sync another skipped;
         # Phi-Net data never counts here, and torchmetrics would warn about that every epoch.
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=r"The ``compute`` method of metric", category=UserWarning)
+        with unupdated_metrics_ok():
             matrix = metric.compute()
         metric.reset()
         if matrix.sum() == 0:
@@ -526,37 +390,29 @@ class MultiTaskClassifier(pl.LightningModule):
         """Log training accuracy and macro-F1 per task."""
         self._epoch_end("train")
 
-    def on_validation_epoch_start(self) -> None:
-        """Start collecting W&B previews when a W&B logger is attached (rank zero, outside the sanity check)."""
-        self._previews = {} if previews_wanted(self._trainer) else None
-
     def on_validation_epoch_end(self) -> None:
         """Log validation accuracy and macro-F1 per task and their means; save confusion matrices.
 
         With a W&B logger, the confusion matrices also become W&B charts and the first validation
-        image of each task is logged with its predicted and true class (``val_previews``).
+        image of each task is logged with its predicted and true class (``val_previews``, see
+        :meth:`preview_callback`).
         """
         self._epoch_end("val")
-        if self._previews:
-            shown = [self._previews[t] for t in self.tasks if t in self._previews]
-            log_image_previews(self.trainer, "val_previews", [i for i, _ in shown], [c for _, c in shown])
-        self._previews = None
+
+    def preview_callback(self) -> TaskPreviews:
+        """The W&B previews: the first validation image of each task, captioned with prediction and truth."""
+        return TaskPreviews()
 
     def on_test_epoch_end(self) -> None:
         """Log test metrics and print the per-task table."""
         self._epoch_end("test")
         self.print_summary("test")
 
-    def on_fit_end(self) -> None:
-        """Print the last validation metrics per task next to chance level."""
-        self.print_summary("val")
-
-    @rank_zero_only
-    def print_summary(self, stage: str) -> None:
-        """Print a table of a stage's last accuracy and macro-F1 per task, with chance level."""
+    def summary_lines(self, stage: str) -> list[str]:
+        """A table of a stage's last accuracy and macro-F1 per task, with chance level."""
         metrics = self.last_metrics.get(stage)
         if not metrics:
-            return
+            return []
         lines = [
             f"{stage} metrics per task",
             f"{'task':<14}{'classes':>8}{'chance':>8}{'acc':>8}{'macro-F1':>10}",
@@ -575,7 +431,7 @@ class MultiTaskClassifier(pl.LightningModule):
                 f"{'crack present':<14}{2:>8}{0.5:>8.3f}{metrics['crack_acc']:>8.3f}{metrics['crack_f1']:>10.3f}"
                 f"  precision {metrics['crack_precision']:.3f} recall {metrics['crack_recall']:.3f}"
             )
-        rank_zero_info("\n".join(lines))
+        return lines
 
     def predict_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Any]]:
         """Return one record per image: class, probability and all class probabilities per task."""
@@ -596,7 +452,3 @@ class MultiTaskClassifier(pl.LightningModule):
                 }
             records.append(record)
         return records
-
-    def configure_optimizers(self) -> Any:
-        """The configured optimizer over all parameters, with optional cosine annealing."""
-        return configure_optimizer(self)

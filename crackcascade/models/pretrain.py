@@ -24,7 +24,6 @@ import copy
 import math
 from typing import Any, Literal
 
-import pytorch_lightning as pl
 import timm
 import torch
 from lightly.loss import NegativeCosineSimilarity, NTXentLoss
@@ -35,18 +34,17 @@ from lightly.utils.scheduler import cosine_schedule
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor, nn
 
-from crackcascade.checkpoints import CLASS_KEY, class_path
+from crackcascade.checkpoints import load_weights
 from crackcascade.data.sampling import has_samples
 from crackcascade.errors import ConfigError
-from crackcascade.models.optim import configure_optimizer
-from crackcascade.models.weights import load_weights
+from crackcascade.models.base import CrackcascadeModule, Optimization, OptimizerName, SchedulerName
 from crackcascade.reliability import check_finite_loss
 
 Batch = dict[str, Any]
 Method = Literal["byol", "simclr"]
 
 
-class SSLPretrainer(pl.LightningModule):
+class SSLPretrainer(CrackcascadeModule):
     """Self-supervised pretraining of a timm backbone (BYOL or SimCLR, from lightly) on pairs of views.
 
     Batches are :class:`~crackcascade.UnlabeledPhotoDataModule`'s: ``{"image": (B, 2, 3, S, S)}``
@@ -86,18 +84,18 @@ class SSLPretrainer(pl.LightningModule):
         ema_start: float = 0.99,
         ema_end: float = 1.0,
         lr: float = 1e-3,
-        optimizer: Literal["adamw", "adam", "sgd"] = "adamw",
+        optimizer: OptimizerName = "adamw",
         momentum: float = 0.9,
         weight_decay: float = 1e-5,
-        scheduler: Literal["none", "cosine"] = "cosine",
+        scheduler: SchedulerName = "cosine",
         channels_last: bool = True,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         if method not in ("byol", "simclr"):
             raise ConfigError(f"model.method must be byol or simclr, got {method!r}")
-        if lr <= 0:
-            raise ConfigError(f"model.lr must be > 0, got {lr}")
+        self.optimization = Optimization(lr, optimizer, momentum, weight_decay, scheduler)
+        self.optimization.check()
         if not 0.0 <= ema_start <= ema_end <= 1.0:
             raise ConfigError(f"model.ema_start and model.ema_end must satisfy 0 <= start <= end <= 1, got "
                               f"{ema_start} and {ema_end}")  # fmt: skip
@@ -159,7 +157,8 @@ class SSLPretrainer(pl.LightningModule):
     def ema_momentum(self) -> float:
         """BYOL's momentum at this step: ``ema_start`` rising along a cosine to ``ema_end`` at the last step."""
         start, end = self.hparams["ema_start"], self.hparams["ema_end"]
-        total = self.trainer.estimated_stepping_batches if self._trainer is not None else math.inf
+        trainer = self.attached_trainer()
+        total = trainer.estimated_stepping_batches if trainer is not None else math.inf
         if not math.isfinite(total) or total <= 1:
             return float(start)
         return float(cosine_schedule(min(self.global_step, int(total)), int(total), start, end))
@@ -196,10 +195,10 @@ class SSLPretrainer(pl.LightningModule):
         self.log("train_embedding_std", std_of_l2_normalized(embedding.detach().float()), batch_size=len(views))
         return loss
 
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Record the class, so the file says what it holds."""
-        checkpoint[CLASS_KEY] = class_path(type(self))
-
     def configure_optimizers(self) -> Any:
-        """The configured optimizer (the momentum copies take no gradient, so no step), with optional cosine."""
-        return configure_optimizer(self)
+        """The configured optimizer over the trained parameters, with optional cosine annealing.
+
+        The momentum copies take no gradient: they are left out, so weight decay never touches them.
+        """
+        trained = [p for p in self.parameters() if p.requires_grad]
+        return self.optimization.build(trained, self.trainer.max_epochs)
