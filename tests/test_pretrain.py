@@ -209,3 +209,17 @@ def test_any_run_writes_its_backbone_with_the_callback_appended(phinet_roots: di
     assert info["architecture"] == "test_resnet" and info["steps"] == 1 and info["images"] > 0
     unet = CrackSegmenter(encoder_name="tu-test_resnet", pretrained_weights=str(path))
     assert torch.equal(unet.model.encoder.model.conv1[0].weight, load_file(str(path))["conv1.0.weight"])
+
+
+def test_views_replay_from_the_seed_alone(tmp_path: Path) -> None:
+    """Blur, solarization and turns draw from numpy: seeded per sample, so a resumed run sees the same views."""
+    root = _photos(tmp_path / "photos", count=4)
+    batches = []
+    for numpy_draws in (0, 7):
+        pl.seed_everything(3, verbose=False)
+        np.random.random(numpy_draws)  # whatever else used numpy's global RNG must not matter
+        datamodule = UnlabeledPhotoDataModule(root=str(root), image_size=32, batch_size=4, num_workers=0)
+        datamodule.setup("fit")
+        batches.append(next(iter(datamodule.train_dataloader()))["image"])
+    assert batches[0].shape == (4, 2, 3, 32, 32) and torch.equal(batches[0], batches[1])
+    assert not torch.equal(batches[0][:, 0], batches[0][:, 1]), "the two views of a photo differ"
