@@ -210,6 +210,8 @@ def test_cascade_metrics_match_hand_counts() -> None:
     assert (scores["precision"], scores["recall"]) == (pytest.approx(2 / 3), pytest.approx(2 / 3))
     assert scores["accuracy"] == pytest.approx(3 / 5)  # tp 2, tn 1
     assert scores["localization"] == pytest.approx(2 / 5)
+    # The paper's: located among the 4 photos the U-Net segmented (photos 1 and 3), with the counts.
+    assert (scores["passed"], scores["located"]) == (4, 2) and scores["paper_localization"] == pytest.approx(2 / 4)
     tp, fp, fn = 5 + 2, 2 + 1 + 3, 5 + 8 + 10
     assert scores["pixel_iou"] == pytest.approx(tp / (tp + fp + fn))
     assert scores["pixel_f1"] == pytest.approx(2 * tp / (2 * tp + fp + fn))
@@ -244,9 +246,22 @@ def test_test_step_scores_ungated_and_gated_from_the_same_masks(
     gated = cascade.metrics["object_gated"].compute()
     assert ungated["ran"] == 1.0 and ungated["localization"] == 0.5 and ungated["precision"] == 0.5
     assert gated["ran"] == 0.5 and gated["localization"] == 1.0 and gated["precision"] == 1.0
+    # The paper's score: ungated 1 of 2 photos located; gated 1 located of the 1 photo passed.
+    assert (ungated["passed"], ungated["located"], ungated["paper_localization"]) == (2, 1, 0.5)
+    assert (gated["passed"], gated["located"], gated["paper_localization"]) == (1, 1, 1.0)
     table = [{"scale": "object", "mode": m, **s} for m, s in (("ungated", ungated), ("gated", gated))]
     text = format_table(table)
     assert "loc.acc" in text.splitlines()[0] and text.count("object") == 2
+    header, _, first, second = text.splitlines()
+    assert header.split()[9:11] == ["paper.loc", "located/passed"]
+    assert first.split()[9:11] == ["0.500", "1/2"] and second.split()[9:11] == ["1.000", "1/1"]
+
+
+def test_paper_localization_is_nan_when_the_gate_passes_nothing() -> None:
+    metric = CascadeMetrics()
+    metric.update(_mask([]), _mask([(1, 1), (1, 2)]), ran=False, seconds=0.0)
+    scores = metric.compute()
+    assert scores["passed"] == 0 and math.isnan(scores["paper_localization"]) and scores["localization"] == 0.0
 
 
 # ---- the CLI ---------------------------------------------------------------------------------------
@@ -264,6 +279,16 @@ def test_cascade_through_the_cli(checkpoints: dict[str, Path], crack_roots: dict
     assert [(r["scale"], r["mode"]) for r in rows] == expected
     assert all(r["images"] == 3 for r in rows)
     assert all(r["ran"] == 1.0 for r in rows if r["mode"] == "ungated")
+    # Both localization scores reach the files, the paper's with the counts that make it.
+    for r in rows:
+        if r["passed"]:
+            assert r["paper_localization"] == pytest.approx(r["located"] / r["passed"])
+        else:
+            assert r["paper_localization"] is None  # NaN is not JSON
+    csv_rows = list(csv.DictReader((table_file.parent / "cascade_test.csv").open()))
+    assert {"localization", "paper_localization", "passed", "located"} <= set(csv_rows[0])
+    page = (table_file.parent / "cascade_test.html").read_text()
+    assert "paper_localization" in page and "Bai et al." in page
 
     photos = tmp_path / "photos"
     photos.mkdir()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -15,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 from crackcascade import ConcreteCrackDataModule, MultiTaskClassifier
 from crackcascade.cli import main
 from crackcascade.data.phinet import label_vector
-from crackcascade.errors import DataError
+from crackcascade.errors import ConfigError, DataError
 from crackcascade.labels import CRACK_DAMAGE_TYPES, IGNORE_INDEX, get_task, task_index
 from crackcascade.synthetic import write_concrete_cracks
 
@@ -205,6 +206,33 @@ def test_crack_metrics_from_the_damage_type_head(caplog: pytest.LogCaptureFixtur
         assert metrics[f"test_crack_{name}"] == pytest.approx(value), name
     summary = next(r.getMessage() for r in caplog.records if "test metrics per task" in r.getMessage())
     assert "crack present" in summary and f"{HAND_SCORES['f1']:.3f}" in summary
+    # The paper's Table 2 of the same rows, by hand: rows non/flexural/shear/combined, columns non-cracking/cracking.
+    table2 = json.loads((tmp_path / "table2.json").read_text())
+    assert table2["counts"] == [[2, 2], [0, 1], [1, 1], [0, 1]] and table2["pixel_share"] is None
+    assert metrics["test_table2_non_cracking_acc"] == pytest.approx(2 / 3)
+    assert metrics["test_table2_cracking_acc"] == pytest.approx(3 / 5)
+    assert metrics["test_table2_total_acc"] == pytest.approx(5 / 8)
+    printed = "\n".join(r.getMessage() for r in caplog.records)
+    assert "19,184" in printed  # the paper's own counts printed beside ours
+
+
+def test_test_on_all_scores_every_image_and_refuses_fit(concrete_root: Path, tmp_path: Path) -> None:
+    data = ConcreteCrackDataModule(str(concrete_root), image_size=32, batch_size=4, test_on="all")
+    data.setup("test")
+    cracks = [bool(data.datasets["test"][i]["crack"]) for i in range(len(data.datasets["test"]))]
+    assert (len(cracks), sum(cracks)) == (12, 6)  # both folders whole, not the carved 2-image split
+    with pytest.raises(ConfigError, match="data.test_on all"):
+        ConcreteCrackDataModule(str(concrete_root), test_on="all").setup("fit")
+    model = MultiTaskClassifier(backbone="test_resnet", tasks=["scene", "damage_state", "damage_type"])
+    trainer = pl.Trainer(default_root_dir=tmp_path, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+    trainer.test(model, datamodule=data, verbose=False)
+    table2 = json.loads((tmp_path / "table2.json").read_text())
+    counts = torch.tensor(table2["counts"])
+    assert counts.sum(0).tolist() == [6, 6]  # columns: the non-cracking and cracking images, all of them
+    assert 0.0 <= table2["pixel_share"] <= 1.0 and table2["accuracy"]["total"] == pytest.approx(
+        (counts[0, 0] + counts[1:, 1].sum()).item() / 12
+    )
 
 
 def test_no_crack_metrics_without_flags_or_head(tmp_path: Path) -> None:

@@ -228,6 +228,24 @@ def test_evaluation_transform_and_pad_collate() -> None:
     assert (batch["mask"][1, :, 10:] == MASK_IGNORE).all()
 
 
+def test_resize_transforms_resize_whole_images_and_keep_mask_values() -> None:
+    torch.manual_seed(2)
+    mask = letter_f(40, 60, 2)
+    image = (mask.bool() * 255).to(torch.uint8).expand(3, -1, -1).clone()
+    evaluate = segmentation_transform(32, train=False, resize=224)
+    out_image, out_mask = evaluate(image, mask)
+    assert out_image.shape == (3, 224, 224) and out_mask.shape == (224, 224)
+    assert set(out_mask.unique().tolist()) == {0, 2}  # nearest-neighbour: no blended class values
+    # The whole letter survives (a crop would cut it): its bounding box spans the resized frame alike.
+    rows, cols = torch.nonzero(out_mask == 2, as_tuple=True)
+    rows0, cols0 = torch.nonzero(mask == 2, as_tuple=True)
+    assert abs(rows.min().item() / 224 - rows0.min().item() / 40) < 0.03
+    assert abs(cols.max().item() / 224 - cols0.max().item() / 60) < 0.03
+    train = segmentation_transform(32, train=True, resize=64)
+    shapes = {tuple(train(image, mask)[1].shape) for _ in range(10)}
+    assert shapes == {(64, 64)}
+
+
 # ---------------------------------------------------------------------------------------------
 # Data module
 # ---------------------------------------------------------------------------------------------
@@ -263,6 +281,19 @@ def test_data_module_has_one_eval_loader_per_scale(mask_root: Path) -> None:
         assert batch["mask"].dtype == torch.int64 and set(batch["mask"].unique().tolist()) <= {0, 1}
         scales_seen.update(batch["scale"])
     assert scales_seen == {PIXEL, OBJECT}
+
+
+def test_resize_and_test_resize_options_size_the_batches(mask_root: Path) -> None:
+    dm = CrackMaskDataModule(
+        root=str(mask_root), scales=[PIXEL], image_size=32, batch_size=4, resize=64, test_resize=96
+    )
+    dm.setup("fit")
+    dm.setup("test")
+    assert {tuple(b["image"].shape[-2:]) for b in dm.train_dataloader()} == {(64, 64)}  # whole images, not crops
+    assert {tuple(b["image"].shape[-2:]) for b in dm.val_dataloader()[0]} == {(64, 64)}
+    assert {tuple(b["mask"].shape[-2:]) for b in dm.test_dataloader()[0]} == {(96, 96)}
+    with pytest.raises(ConfigError, match="data.test_resize"):
+        CrackMaskDataModule(root="x", test_resize=8)
 
 
 def test_splits_are_disjoint_and_seeded(mask_root: Path) -> None:

@@ -13,6 +13,7 @@ from crackcascade.data.datamodules import PhiNetDataModule
 from crackcascade.data.phinet import ArrayTaskDataset, decode_labels, read_index
 from crackcascade.errors import ConfigError, DataError
 from crackcascade.labels import IGNORE_INDEX, TASK_NAMES, get_task, task_index
+from crackcascade.synthetic import write_phinet
 
 
 def _labelled_counts(dm: PhiNetDataModule, split: str) -> dict[str, int]:
@@ -58,6 +59,27 @@ def test_combined_loader_gives_every_task_each_step(phinet_roots: dict[str, Path
             assert labelled[:, task_index(task)].all() and labelled.sum() == len(part["labels"])
         steps += 1
     assert steps == len(loader) > 0
+
+
+def test_proportional_epoch_sees_every_task_set_once(tmp_path: Path) -> None:
+    # Task sets of unequal size: what the max_size_cycle epoch repeats, the proportional one does not.
+    write_phinet(tmp_path, format="arrays", tasks=("scene", "spalling"), n_train=4, n_test=2, size=32, seed=2)
+    write_phinet(tmp_path / "big", format="arrays", tasks=("material",), n_train=12, n_test=2, size=32, seed=3)
+    shutil.move(str(tmp_path / "big" / "material"), str(tmp_path / "material"))
+    seen = {}
+    for mode in ("max_size_cycle", "proportional"):
+        dm = PhiNetDataModule(root=str(tmp_path), image_size=32, batch_size=6, val_fraction=0.0, combined_mode=mode)
+        dm.setup("fit")
+        sizes = {task: len(ds) for task, ds in dm.datasets["train"].items()}
+        counts = dict.fromkeys(sizes, 0)
+        for batch, _, _ in dm.train_dataloader():
+            for part in batch.values():
+                for task in sizes:
+                    counts[task] += int((part["labels"][:, task_index(task)] != IGNORE_INDEX).sum())
+        seen[mode] = counts
+    assert sizes == {"scene": 4, "spalling": 4, "material": 12}
+    assert seen["proportional"] == sizes  # each training set exactly once per epoch
+    assert seen["max_size_cycle"]["scene"] > sizes["scene"]  # the small tasks cycle
 
 
 def test_csv_images_carry_several_labels_and_load_once(phinet_roots: dict[str, Path]) -> None:

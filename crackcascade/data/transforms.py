@@ -117,6 +117,7 @@ def segmentation_transform(
     augment: bool = True,
     scale_range: tuple[float, float] = (0.5, 1.0),
     ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    resize: int | None = None,
 ) -> JointTransform:
     """Build the joint image/mask transform for crack segmentation.
 
@@ -137,23 +138,37 @@ def segmentation_transform(
         augment: Set False to train on plain crops.
         scale_range: Range of crop-window area over ``image_size**2`` (zoom ``1 / sqrt(s)``).
         ratio: Range of crop-window aspect ratios.
+        resize: Resize image and mask to ``resize`` x ``resize`` (the mask nearest-neighbour)
+            instead of cropping in training or keeping native size in evaluation, as Bai et al.
+            fed their U-Net 256 x 256 inputs; training then still flips, turns and jitters.
 
     Returns:
         A callable mapping ``(uint8 (3, H, W), int64 (H, W))`` to the transformed pair.
     """
+    sized: list[Callable[..., Any]] = [v2.Resize((resize, resize), antialias=True)] if resize else []
     if not train:
-        return _identity
+        return _compose(sized) if sized else _identity
     steps: list[Callable[..., Any]]
-    if augment:
+    if sized:
+        turns = [v2.RandomHorizontalFlip(), v2.RandomVerticalFlip(), RandomRotation90(), _JITTER]
+        steps = sized + (turns if augment else [])
+    elif augment:
         steps = [
             RandomScaledCrop(image_size, scale_range, ratio),
             v2.RandomHorizontalFlip(),
             v2.RandomVerticalFlip(),
             RandomRotation90(),
-            v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.1),
+            _JITTER,
         ]
     else:
         steps = [RandomScaledCrop(image_size, (1.0, 1.0), (1.0, 1.0))]
+    return _compose(steps)
+
+
+_JITTER = v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.1)
+
+
+def _compose(steps: list[Callable[..., Any]]) -> JointTransform:
     pipeline = v2.Compose(steps)
 
     def transform(image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,4 +1,4 @@
-"""Cascade metrics: image-level crack detection, the paper's localization accuracy and pixel scores."""
+"""Cascade metrics: image-level crack detection, localization (ours and the paper's) and pixel scores."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ COUNTS: tuple[str, ...] = (
     "fn",
     "tn",
     "located",  # localization correct (see CascadeMetrics)
+    "located_ran",  # localization correct among the photos the U-Net segmented
     "pixel_tp",
     "pixel_fp",
     "pixel_fn",
@@ -28,6 +29,9 @@ SCORE_COLUMNS: tuple[str, ...] = (
     "recall",
     "f1",
     "localization",
+    "paper_localization",
+    "passed",
+    "located",
     "pixel_iou",
     "pixel_f1",
     "ms_per_image",
@@ -40,12 +44,21 @@ def _ratio(numerator: float, denominator: float) -> float:
 
 
 class CascadeMetrics(Metric):
-    """Image-level crack detection, the paper's localization accuracy and pixel scores of one scale and mode.
+    """Image-level crack detection, localization (ours and the paper's) and pixel scores of one scale and mode.
 
     A photo *has* a crack when its true mask has any crack pixel; the model *found* one when its
     mask has at least ``min_pixels`` crack pixels (fewer are noise, and count as nothing masked).
-    Localization is correct, as in Bai et al. (2020), when the photo is crack-free and nothing is
-    masked, or it has a crack and the predicted mask overlaps it with IoU >= ``iou_threshold``.
+    A photo is *located* when it is crack-free and nothing is masked, or it has a crack and the
+    predicted mask overlaps it with IoU >= ``iou_threshold`` (Bai et al. judged this by eye; the
+    IoU rule is crackcascade's reading of it).
+
+    Two localization scores come out. ``localization`` (ours) is located photos over all photos,
+    in both modes, so a photo the gate turned away counts as correct exactly when it is
+    crack-free: ungated and gated share one denominator. ``paper_localization`` is computed as
+    the paper did: located photos among the photos the U-Net segmented (``passed``: all of them
+    ungated, those the gate let through gated), with the counts ``passed`` and ``located`` beside
+    it so the fraction can be recomputed. NaN when the gate passed nothing.
+
     Pixel IoU and F1 sum the pixels of all photos. Time is seconds of model work per photo.
 
     Args:
@@ -86,6 +99,7 @@ class CascadeMetrics(Metric):
             "fn": int(has and not found),
             "tn": int(not has and not found),
             "located": int(located),
+            "located_ran": int(located and ran),
             "pixel_tp": tp,
             "pixel_fp": fp,
             "pixel_fn": fn,
@@ -94,7 +108,7 @@ class CascadeMetrics(Metric):
         self.seconds += seconds
 
     def compute(self) -> dict[str, float]:
-        """The scores of :data:`SCORE_COLUMNS` (``ran`` as a fraction of the photos)."""
+        """The scores of :data:`SCORE_COLUMNS`: ``ran`` a fraction of the photos, ``passed``/``located`` counts."""
         c = dict(zip(COUNTS, self.counts.tolist(), strict=True))
         images = c["images"]
         precision, recall = _ratio(c["tp"], c["tp"] + c["fp"]), _ratio(c["tp"], c["tp"] + c["fn"])
@@ -107,6 +121,9 @@ class CascadeMetrics(Metric):
             "recall": recall,
             "f1": _ratio(2 * precision * recall, precision + recall),
             "localization": _ratio(c["located"], images),
+            "paper_localization": c["located_ran"] / c["ran"] if c["ran"] else float("nan"),
+            "passed": float(c["ran"]),
+            "located": float(c["located_ran"]),
             "pixel_iou": _ratio(c["pixel_tp"], pixels),
             "pixel_f1": _ratio(2 * c["pixel_tp"], 2 * c["pixel_tp"] + c["pixel_fp"] + c["pixel_fn"]),
             "ms_per_image": 1000 * _ratio(float(self.seconds), images),

@@ -14,6 +14,7 @@ photo, the eight task predictions, the gate decision, the crack mask and its mea
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -32,8 +33,10 @@ from crackcascade.labels import CRACK, CRACK_DAMAGE_TYPES, SCALES, get_task, nor
 from crackcascade.measure import measure_cracks
 from crackcascade.metrics.cascade import SCORE_COLUMNS, CascadeMetrics
 from crackcascade.metrics.distributed import names_on_all_ranks, unupdated_metrics_ok
+from crackcascade.metrics.paper import PaperLocalization, format_localization
 from crackcascade.models.base import CrackcascadeModule
 from crackcascade.models.segmenter import CrackSegmenter
+from crackcascade.report import html_table
 
 Batch = dict[str, Any]
 
@@ -49,8 +52,10 @@ class CrackCascade(CrackcascadeModule):
 
     Built from checkpoints, for ``test`` and ``predict`` (there is nothing to train). Test data
     come from :class:`~crackcascade.data.datamodules.CrackMaskDataModule` with one loader per
-    scale; each photo is scored ungated and gated (:class:`CascadeMetrics`), per true scale, and
-    the table is printed and written to ``cascade_test.csv`` / ``.json`` in the log folder.
+    scale; each photo is scored ungated and gated (:class:`CascadeMetrics`), per true scale, with
+    crackcascade's localization (all photos) and the paper's (among the photos the U-Net
+    segmented); the table is printed and written to ``cascade_test.csv`` / ``.json`` / ``.html``
+    in the log folder.
 
     Args:
         classifier: Checkpoint of a :class:`MultiTaskClassifier`.
@@ -62,7 +67,8 @@ class CrackCascade(CrackcascadeModule):
         gate_threshold: Summed probability of ``gate_classes`` at which the U-Net runs.
         classifier_size: Side the classifier sees; None takes the training ``image_size`` saved
             in the classifier checkpoint (else 224).
-        iou_threshold: IoU a cracked photo's mask needs to count as located (the paper's measure).
+        iou_threshold: IoU a cracked photo's mask needs to count as located (crackcascade's reading
+            of the paper's "located", which it judged by eye).
         min_crack_pixels: Fewer crack pixels than this in a mask count as nothing masked.
         px_per_mm: Image scale for crack measurements in mm (None: pixels only).
         min_crack_area: Crack components smaller than this (pixels) are not measured.
@@ -241,23 +247,33 @@ class CrackCascade(CrackcascadeModule):
                 with unupdated_metrics_ok():
                     scores = cast(CascadeMetrics, self.metrics[f"{scale}_{mode}"]).compute()
                 table.append({"scale": scale, "mode": mode, **scores})
-                for name in ("localization", "f1", "pixel_iou", "ran"):
+                for name in ("localization", "paper_localization", "f1", "pixel_iou", "ran"):
                     # Equal on every rank (synced counts): "max" over ranks keeps it exact and tells Lightning so.
                     self.log(f"test_{scale}_{mode}_{name}", scores[name], sync_dist=True, reduce_fx="max")
         self.last_table = table
         folder = Path(self.trainer.log_dir or self.trainer.default_root_dir)  # a broadcast: every rank asks
         if self.trainer.is_global_zero:
             print("\n" + format_table(table))  # after the progress bar's line
+            print("\nlocalization as the paper computed it (among the photos segmented), beside its figures")
+            print(format_localization(paper_rows(table)))
             self._save_table(table, folder)
 
     def _save_table(self, table: list[dict[str, Any]], folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         settings = {k: self.hparams[k] for k in ("gate_task", "gate_threshold", "iou_threshold")}
         settings["gate_classes"] = list(self.hparams["gate_classes"])
-        (folder / "cascade_test.json").write_text(json.dumps({"settings": settings, "rows": table}, indent=1))
+        # NaN (the gate passed nothing) is not JSON: null.
+        rows = [{k: None if isinstance(v, float) and math.isnan(v) else v for k, v in r.items()} for r in table]
+        (folder / "cascade_test.json").write_text(json.dumps({"settings": settings, "rows": rows}, indent=1))
         lines = [",".join(("scale", "mode", *SCORE_COLUMNS))]
         lines += [",".join((r["scale"], r["mode"], *(f"{r[c]:.6g}" for c in SCORE_COLUMNS))) for r in table]
         (folder / "cascade_test.csv").write_text("\n".join(lines) + "\n")
+        caption = (
+            "Ungated vs gated per scale. localization: located photos over all photos (crackcascade); "
+            "paper_localization: located among the passed photos (Bai et al.'s definition)."
+        )
+        page = f"<!doctype html><meta charset='utf-8'><title>cascade test</title>{html_table(rows, caption)}"
+        (folder / "cascade_test.html").write_text(page + "\n")
 
     # ---- predict -----------------------------------------------------------------------------------
 
@@ -339,13 +355,23 @@ def format_table(table: Sequence[Mapping[str, Any]]) -> str:
     """The ungated vs gated table as fixed-width text, one row per scale and mode."""
     header = (
         f"{'scale':<11}{'mode':<9}{'images':>7}{'ran':>7}{'acc':>7}{'prec':>7}{'recall':>7}{'F1':>7}"
-        f"{'loc.acc':>9}{'pix IoU':>9}{'pix F1':>8}{'ms/img':>8}"
+        f"{'loc.acc':>9}{'paper.loc':>10}{'located/passed':>16}{'pix IoU':>9}{'pix F1':>8}{'ms/img':>8}"
     )
     lines = [header, "-" * len(header)]
     for r in table:
+        counts = f"{int(r['located'])}/{int(r['passed'])}"
         lines.append(
             f"{r['scale']:<11}{r['mode']:<9}{int(r['images']):>7}{r['ran']:>7.2f}{r['accuracy']:>7.3f}"
             f"{r['precision']:>7.3f}{r['recall']:>7.3f}{r['f1']:>7.3f}{r['localization']:>9.3f}"
+            f"{r['paper_localization']:>10.3f}{counts:>16}"
             f"{r['pixel_iou']:>9.3f}{r['pixel_f1']:>8.3f}{r['ms_per_image']:>8.1f}"
         )
     return "\n".join(lines)
+
+
+def paper_rows(table: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str], PaperLocalization]:
+    """The counts behind the paper's localization, per (scale, mode), from a test table."""
+    return {
+        (str(r["scale"]), str(r["mode"])): PaperLocalization(int(r["images"]), int(r["passed"]), int(r["located"]))
+        for r in table
+    }

@@ -21,6 +21,7 @@ from crackcascade.hardware import CompileMode
 from crackcascade.labels import CRACK_DAMAGE_TYPES, get_task, resolve_tasks, task_index
 from crackcascade.metrics.classification import ConfusionCounts, binary_scores, scores_from_confusion
 from crackcascade.metrics.distributed import unupdated_metrics_ok
+from crackcascade.metrics.paper import Table2Counts, format_table2, table2_scores
 from crackcascade.models.base import TaskModule, timm_input_stats
 from crackcascade.models.losses import masked_cross_entropy
 from crackcascade.reliability import check_finite_loss
@@ -168,6 +169,8 @@ class MultiTaskClassifier(TaskModule):
         self.crack_confusion: nn.ModuleDict | None = None
         if _DAMAGE_TYPE.name in self.tasks:
             self.crack_confusion = nn.ModuleDict({f"{stage}_cm": BinaryConfusionMatrix() for stage in CRACK_STAGES})
+        # The paper's Table 2 (damage type x crack flag) of a test run on crack-flagged data.
+        self.table2: Table2Counts | None = Table2Counts() if _DAMAGE_TYPE.name in self.tasks else None
         self.last_metrics: dict[str, dict[str, float]] = {}
         # Tasks the data of the current run labels; heads known to be trained (None: not known, all
         # count); heads whose metrics count in validate/test (the trained ones of the data).
@@ -298,6 +301,9 @@ class MultiTaskClassifier(TaskModule):
         ):
             predicted = predicts_crack(logits[_DAMAGE_TYPE.name].detach())
             self._crack_confusion(stage).update(predicted.long(), torch.as_tensor(batch["crack"]).long())
+            if stage == "test" and self.table2 is not None:
+                scene = logits["scene"].detach().argmax(1) if "scene" in logits else None
+                self.table2.update(logits[_DAMAGE_TYPE.name].detach().argmax(1), torch.as_tensor(batch["crack"]), scene)
         if stage == "val":
             # For the W&B previews (callbacks.previews.TaskPreviews): the tasks the data labels, in head order.
             shown = {task: value for task, value in logits.items() if task in self._data_tasks}
@@ -404,9 +410,29 @@ class MultiTaskClassifier(TaskModule):
         return TaskPreviews()
 
     def on_test_epoch_end(self) -> None:
-        """Log test metrics and print the per-task table."""
+        """Log test metrics and print the per-task table (and Table 2 on crack-flagged data)."""
         self._epoch_end("test")
         self.print_summary("test")
+        if self.table2 is not None:
+            with unupdated_metrics_ok():
+                counts, pixel_share = self.table2.compute()
+            self.table2.reset()
+            if counts.sum() > 0:
+                self._table2(counts.cpu().numpy(), pixel_share)
+
+    def _table2(self, counts: Any, pixel_share: float | None) -> None:
+        """Log, print and save the paper's Table 2 from the test run's counts."""
+        scores = table2_scores(counts)
+        for name, value in scores.items():
+            self.log(f"test_table2_{name.replace('-', '_')}_acc", value, sync_dist=True, reduce_fx="max")
+        log_dir = self.trainer.log_dir  # a broadcast: every rank asks, rank zero writes
+        if self.trainer.is_global_zero:
+            rank_zero_info("Table 2 (Bai et al. 2020): damage type predicted x crack label, ours beside the paper's")
+            rank_zero_info(format_table2(counts, pixel_share))
+            if log_dir is not None:
+                record = {"counts": counts.tolist(), "accuracy": scores, "pixel_share": pixel_share}
+                Path(log_dir).mkdir(parents=True, exist_ok=True)
+                (Path(log_dir) / "table2.json").write_text(json.dumps(record, indent=1))
 
     def summary_lines(self, stage: str) -> list[str]:
         """A table of a stage's last accuracy and macro-F1 per task, with chance level."""

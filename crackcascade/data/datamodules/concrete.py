@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from torch.utils.data import DataLoader, Dataset
 
@@ -21,7 +21,7 @@ from crackcascade.data.io import BadFiles
 from crackcascade.data.phinet import ImageFileDataset
 from crackcascade.data.transforms import classification_transform
 from crackcascade.data.types import Sample
-from crackcascade.errors import DataError
+from crackcascade.errors import ConfigError, DataError
 from crackcascade.labels import get_task
 
 
@@ -53,6 +53,9 @@ class ConcreteCrackDataModule(LoaderDataModule):
             smaller than ``image_size``; libjpeg's DCT-domain scaling, several times faster than a
             full decode). The pixels then differ a little from a full decode resized (the README's
             input-pipeline table measures how much); False always decodes at full size.
+        test_on: ``split`` (the carved test split) or ``all``: ``test`` scores every image of both
+            folders, as the paper classified all 40,000 images with a classifier trained on
+            Phi-Net (its Table 2). ``all`` is for models trained elsewhere: ``fit`` refuses it.
         **loader_options: ``num_workers`` (per loader), ``pin_memory``, ``prefetch_factor`` and
             ``on_error`` of :class:`LoaderDataModule`.
     """
@@ -69,6 +72,7 @@ class ConcreteCrackDataModule(LoaderDataModule):
         augment: bool = True,
         predict_root: str | None = None,
         jpeg_draft: bool = True,
+        test_on: Literal["split", "all"] = "split",
         **loader_options: Any,
     ) -> None:
         super().__init__(**loader_options)
@@ -84,6 +88,9 @@ class ConcreteCrackDataModule(LoaderDataModule):
         self.seed = seed
         self.augment = augment
         self.predict_root = predict_root
+        if test_on not in ("split", "all"):
+            raise ConfigError(f"data.test_on must be 'split' or 'all', got {test_on!r}")
+        self.test_on = test_on
         # Side below which no JPEG is decoded, when draft decoding is on (the transform resizes to it).
         self.decode_size: int | None = image_size if jpeg_draft else None
         self._splits: dict[str, tuple[list[Path], list[bool]]] | None = None
@@ -121,6 +128,19 @@ class ConcreteCrackDataModule(LoaderDataModule):
                 paths, transform=self._transform(train=False), min_size=self.decode_size
             )
             return
+        if self.test_on == "all":
+            if stage == "fit":
+                raise ConfigError(
+                    "data.test_on all tests on every image, training images included: use it with "
+                    "`crackcascade test` on a model trained elsewhere, or set data.test_on split to fit"
+                )
+            if stage == "test":
+                bad = BadFiles(self.on_error)
+                pairs = [(p, crack) for paths, crack in read_concrete_crack(self.root, bad) for p in paths]
+                warn_bad_files(self.root, bad)
+                paths, cracks = [p for p, _ in pairs], [c for _, c in pairs]
+                self.datasets["test"] = ConcreteCrackDataset(paths, cracks, self._transform(False), self.decode_size)
+                return
         splits = self.splits()
         needed = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}[stage]
         for split in needed:

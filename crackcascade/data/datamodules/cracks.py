@@ -69,6 +69,11 @@ class CrackMaskDataModule(LoaderDataModule):
         seed: Seed of the carved splits.
         augment: Apply training augmentation (zoom, flips, 90-degree turns, colour jitter).
         predict_root: Folder of photos for ``predict`` (searched recursively).
+        resize: Resize training and validation images and masks to ``resize`` x ``resize``
+            instead of cropping (training) and keeping native size (validation), as the paper did
+            (256); None keeps crops and native resolution.
+        test_resize: Resize test images and masks to this side (the paper tested Phi-Net photos
+            at 224 x 224); None tests at native resolution.
         **loader_options: ``num_workers`` (per loader), ``pin_memory``, ``prefetch_factor`` and
             ``on_error`` of :class:`LoaderDataModule`.
     """
@@ -88,10 +93,15 @@ class CrackMaskDataModule(LoaderDataModule):
         seed: int = 0,
         augment: bool = True,
         predict_root: str | None = None,
+        resize: int | None = None,
+        test_resize: int | None = None,
         **loader_options: Any,
     ) -> None:
         super().__init__(**loader_options)
         check_batch_options(image_size, batch_size=batch_size, eval_batch_size=eval_batch_size)
+        for name, side in (("resize", resize), ("test_resize", test_resize)):
+            if side is not None and side < 32:
+                raise ConfigError(f"data.{name} must be at least 32 (pixels) or null, got {side}")
         check_fractions(val_fraction=val_fraction, test_fraction=test_fraction)
         low, high = scale_range
         if not 0.0 < low <= high:
@@ -117,6 +127,7 @@ class CrackMaskDataModule(LoaderDataModule):
         self.seed = seed
         self.augment = augment
         self.predict_root = predict_root
+        self.resize, self.test_resize = resize, test_resize
         self.eval_scales: list[str] = list(self.scales)
         self._index: dict[str, dict[str, list[MaskRecord]]] | None = None
         self.datasets: dict[str, list[Dataset[Sample]]] = {}
@@ -191,7 +202,11 @@ class CrackMaskDataModule(LoaderDataModule):
                 }[split]
                 raise DataError(f"{folder}: no {split} images for scale '{missing[0]}'; {hint}")
             transform = segmentation_transform(
-                self.image_size, train=split == "train", augment=self.augment, scale_range=self.scale_range
+                self.image_size,
+                train=split == "train",
+                augment=self.augment,
+                scale_range=self.scale_range,
+                resize=self.test_resize if split == "test" else self.resize,
             )
             self.datasets[split] = [
                 CrackMaskDataset(index[scale][split], len(self.classes), scale, transform) for scale in self.scales
