@@ -252,6 +252,12 @@ def test_pretraining_benchmark_quick(tmp_path: Path) -> None:
     cascade = next(t for t in tables if t.startswith("Cascade")).splitlines()[3:]
     assert [line[:31].split("  ")[0] for line in cascade] == ["none (U-Net alone)", *variants], out
     assert [line[22:31].strip() for line in cascade] == ["ungated"] + ["gated"] * 5
+    for line in cascade:
+        label = "none (U-Net alone) ungated" if "ungated" in line else f"{line[:22].strip()} gated"
+        row = results["cascade"][label]
+        ran, f1, ours, paper = (float(v) for v in line[31:].split()[:4])
+        assert (ran, f1, ours) == pytest.approx((row["ran"], row["f1"], row["localization"]), abs=5e-3)
+        assert f"{paper:.3f}" == f"{row['paper_localization']:.3f}"  # nan where the U-Net never ran
     backbones = sorted((tmp_path / "backbones").glob("*.safetensors"))
     infos = {b.name.split("-")[0]: json.loads(b.with_suffix(".json").read_text()) for b in backbones}
     assert sorted(infos) == ["ssl_crop", "ssl_crop_synthetic", "ssl_resize", "synthetic"], backbones
