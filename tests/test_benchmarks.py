@@ -218,3 +218,49 @@ def test_gpu_suite_quick_has_every_row_and_its_json(tmp_path: Path) -> None:
     assert rows["input: GPU vs CPU decode, max |difference|"]["ours"] <= 1, "the bytes path decodes as PIL does"
     assert "GPU decode fell back to CPU: no CUDA" in rows["input 1 workers, GPU vs CPU decode"]["note"]
     assert document["elapsed_s"] < document["budget_s"]
+
+
+def test_pretraining_benchmark_quick(tmp_path: Path) -> None:
+    if not (SHARED_DATA / "crackforest" / "train.txt").is_file() or not (SHARED_DATA / "phinet_pixel").is_dir():
+        pytest.skip(f"real data in {SHARED_DATA} not available")
+    out = _run("pretraining.py", "--quick", "--workdir", str(tmp_path), "--threads", "1")
+    results = json.loads((tmp_path / "pretraining.json").read_text())
+    variants = ["scratch", "SSL crop", "SSL resize", "synthetic", "SSL crop + synthetic"]
+    ssl_line = next(line for line in out.splitlines() if line.startswith("SSL photos:"))
+    assert re.match(r"SSL photos: 12 from .* \(the \d+ scored test photos left out\)$", ssl_line), ssl_line
+    tables = out.split("\n\n")
+    forest = next(t for t in tables if t.startswith("CrackForest")).splitlines()[3:]
+    assert [line[:22].strip() for line in forest] == variants, out
+    for line, name in zip(forest, variants, strict=True):
+        minutes, cached, images, f1, f1_tol, iou, threshold = line[22:].split()
+        row = results["crackforest"][name]
+        scores = (float(f1), float(f1_tol), float(iou))
+        assert scores == pytest.approx((row["f1"], row["f1_tol"], row["iou"]), abs=5e-4)
+        assert 0.0 <= scores[0] <= scores[1] <= 1.0 and (cached == "-") == (name == "scratch")
+        assert float(minutes) == pytest.approx(row["pretrain_minutes"], abs=0.05)
+        assert (int(images) > 0) == (name != "scratch") and 0 < float(threshold) < 1
+    gate = next(t for t in tables if t.startswith("Phi-Net")).splitlines()[3:]
+    assert [line[:22].strip() for line in gate] == ["always crack (floor)", *variants], out
+    floor = results["gate"]["always crack"]
+    assert floor["bal_acc"] == 0.5
+    assert gate[0].split()[-3:] == [f"{floor['acc']:.3f}", "0.500", f"{floor['macro_f1']:.3f}"]
+    for line, name in zip(gate[1:], variants, strict=True):
+        acc, bal_acc, macro_f1, threshold = (float(v) for v in line[35:].split())
+        row = results["gate"][name]
+        assert (acc, bal_acc, macro_f1) == pytest.approx((row["acc"], row["bal_acc"], row["macro_f1"]), abs=5e-4)
+        assert 0 <= bal_acc <= 1 and threshold == row["threshold"]
+    cascade = next(t for t in tables if t.startswith("Cascade")).splitlines()[3:]
+    assert [line[:31].split("  ")[0] for line in cascade] == ["none (U-Net alone)", *variants], out
+    assert [line[22:31].strip() for line in cascade] == ["ungated"] + ["gated"] * 5
+    for line in cascade:
+        label = "none (U-Net alone) ungated" if "ungated" in line else f"{line[:22].strip()} gated"
+        row = results["cascade"][label]
+        ran, f1, ours, paper = (float(v) for v in line[31:].split()[:4])
+        assert (ran, f1, ours) == pytest.approx((row["ran"], row["f1"], row["localization"]), abs=5e-3)
+        assert f"{paper:.3f}" == f"{row['paper_localization']:.3f}"  # nan where the U-Net never ran
+    backbones = sorted((tmp_path / "backbones").glob("*.safetensors"))
+    infos = {b.name.split("-")[0]: json.loads(b.with_suffix(".json").read_text()) for b in backbones}
+    assert sorted(infos) == ["ssl_crop", "ssl_crop_synthetic", "ssl_resize", "synthetic"], backbones
+    assert all(info["architecture"] == "test_resnet" for info in infos.values())
+    both = infos["ssl_crop_synthetic"]
+    assert Path(both["initialized_from"]).name.startswith("ssl_crop-"), "SSL then synthetic: one chain"

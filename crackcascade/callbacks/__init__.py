@@ -11,6 +11,8 @@ Configs name them by these paths (``class_path: crackcascade.callbacks.TimeBudge
   CSV/JSON, masks, overlays and an HTML report.
 * :class:`TaskPreviews`, :class:`MaskPreviews` (:mod:`~crackcascade.callbacks.previews`): W&B
   validation previews, which the models add themselves when a W&B logger is configured.
+* :class:`SaveBackbone` (:mod:`~crackcascade.callbacks.save_backbone`): the model's backbone as a
+  ``.safetensors`` file with a JSON beside it, when ``fit`` ends.
 * :class:`RunGuard` (:mod:`~crackcascade.callbacks.run_guard`), which the ``crackcascade``
   command adds to every Trainer, composed of :class:`PreflightCheck`, :class:`StepSeeds`,
   :class:`MidEpochResume` and :class:`SkipReport`.
@@ -22,6 +24,7 @@ from crackcascade.callbacks.preflight import PreflightCheck
 from crackcascade.callbacks.previews import MaskPreviews, TaskPreviews, ValidationPreviews
 from crackcascade.callbacks.resume import MidEpochResume
 from crackcascade.callbacks.run_guard import RunGuard
+from crackcascade.callbacks.save_backbone import SaveBackbone
 from crackcascade.callbacks.skip_report import SkipReport
 from crackcascade.callbacks.step_seeds import StepSeeds
 from crackcascade.callbacks.time_budget import TimeBudget
@@ -33,6 +36,7 @@ __all__ = [
     "PredictionWriter",
     "PreflightCheck",
     "RunGuard",
+    "SaveBackbone",
     "SkipReport",
     "StepSeeds",
     "TaskPreviews",

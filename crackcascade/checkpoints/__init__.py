@@ -4,6 +4,7 @@
   Lightning checkpoints and what they hold;
 * :mod:`~crackcascade.checkpoints.classes`: the class a checkpoint records, and importing it;
 * :mod:`~crackcascade.checkpoints.weights`: backbone and U-Net encoder weights from local files;
+* :mod:`~crackcascade.checkpoints.backbone`: backbone files written by pretraining (safetensors + JSON);
 * :mod:`~crackcascade.checkpoints.convert`: ``crackcascade convert IN OUT`` for files that need pickle;
 * :mod:`~crackcascade.checkpoints.restore`: trained models rebuilt from their checkpoints (the
   cascade, export). Not imported here: it imports the models, which import this package.

@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
+from crackcascade.checkpoints.backbone import recorded_architecture, sidecar
 from crackcascade.checkpoints.reading import load_checkpoint
 from crackcascade.errors import WeightsError
 
@@ -109,7 +110,9 @@ def load_weights(
             problems.append(
                 f"{len(wrong_shape)} of wrong shape (e.g. {k}: {tuple(stripped[k].shape)} vs {tuple(own[k].shape)})"
             )
-        raise WeightsError(f"{path}: does not match the {what}: {'; '.join(problems)}; check the architecture name")
+        recorded = recorded_architecture(path)
+        hint = f"it holds a {recorded} backbone ({sidecar(path).name})" if recorded else "check the architecture name"
+        raise WeightsError(f"{path}: does not match the {what}: {'; '.join(problems)}; {hint}")
     module.load_state_dict(stripped, strict=True)
 
 
