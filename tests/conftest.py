@@ -14,12 +14,13 @@ from typing import Any
 import pytest
 
 from crackcascade.cli import CrackcascadeCLI
-from crackcascade.synthetic import write_phinet
+
+from .fake_data import MASK_FORMATS, PHINET_FORMATS, crack_set, phinet_set
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = Path(__file__).resolve().parent / "conf"
 SHARED_DATA = ROOT.parent / "shared" / "data"
-FORMATS = ("arrays", "folders", "csv")
+FORMATS = PHINET_FORMATS
 
 
 @pytest.fixture(scope="session")
@@ -28,8 +29,7 @@ def phinet_roots(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     roots = {}
     for fmt in FORMATS:
         root = tmp_path_factory.mktemp(f"phinet_{fmt}")
-        write_phinet(root, format=fmt, n_train=8, n_test=4, size=64, seed=1)
-        roots[fmt] = root
+        roots[fmt] = phinet_set(root, fmt)
     return roots
 
 
@@ -42,13 +42,10 @@ def phinet_format(request: pytest.FixtureRequest, phinet_roots: dict[str, Path])
 @pytest.fixture(scope="session")
 def crack_roots(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Tiny synthetic crack-mask sets (pixel and object scales) as mask pairs and as COCO."""
-    from crackcascade.synthetic import write_crack_masks
-
     roots = {}
-    for fmt in ("masks", "coco"):
+    for fmt in MASK_FORMATS:
         root = tmp_path_factory.mktemp(f"cracks_{fmt}")
-        write_crack_masks(root, format=fmt, scales=("pixel", "object"), n_train=8, n_test=3, size=80, seed=3)
-        roots[fmt] = root
+        roots[fmt] = crack_set(root, fmt)
     return roots
 
 

@@ -30,7 +30,7 @@ from crackcascade.labels import get_task
 from crackcascade.models.multitask import MultiTaskClassifier
 from crackcascade.models.segmenter import CrackSegmenter
 
-from .test_cascade import _save
+from .models.test_cascade import _save
 
 TRAINED = ["scene", "damage_state", "damage_type"]
 
@@ -179,7 +179,7 @@ def test_errors_raise_crackcascade_errors(checkpoints: dict[str, Path], tmp_path
         read_metadata(path)
 
 
-# ---- what the README says about torch.export and TorchScript ------------------------------------
+# ---- what docs/export.md says about torch.export and TorchScript ------------------------------------
 
 
 def test_torch_export_works_for_both_models_with_dynamic_sizes() -> None:
@@ -191,7 +191,7 @@ def test_torch_export_works_for_both_models_with_dynamic_sizes() -> None:
     images = _images((1, 3, 45, 70))
     with torch.no_grad():
         assert torch.equal(program.module()(images), unet(images))
-        with pytest.raises(Exception, match="Guard failed"):  # as the README says: not at very small sizes
+        with pytest.raises(Exception, match="Guard failed"):  # as docs/export.md says: not at very small sizes
             program.module()(_images((1, 3, 20, 20)))
     classifier = MultiTaskClassifier(backbone="test_resnet", tasks=["scene", "spalling"]).eval()
     graph = ClassifierGraph(classifier, classifier.tasks)

@@ -92,8 +92,8 @@ class MultiTaskClassifier(TaskModule):
             batch-norm statistics too), then everything.
         channels_last: Run the backbone in channels-last memory layout (NHWC). cuDNN's tensor-core
             convolutions and oneDNN's CPU convolutions work in it, so they skip layout conversions;
-            the gain is largest with ``--trainer.precision bf16-mixed`` (see the README's
-            Performance section). The weights are the same; only their memory order changes.
+            the gain is largest with ``--trainer.precision bf16-mixed`` (see
+            docs/performance.md). The weights are the same; only their memory order changes.
         compile: Compile the backbone with ``torch.compile`` (in place, so checkpoints keep plain
             state-dict keys). The first steps are slow while it compiles, so it pays off on long
             runs; inputs of a new shape compile again. Needs a C++ compiler on CPU.

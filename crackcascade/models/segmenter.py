@@ -78,7 +78,7 @@ class CrackSegmenter(TaskModule):
         tile_batch_size: Tiles per forward pass during prediction.
         channels_last: Run the U-Net in channels-last memory layout. oneDNN and cuDNN convolutions
             are faster in it, most with bf16/fp16 mixed precision (``--trainer.precision
-            bf16-mixed``): 3.3x per training step on a CPU with AMX (see the README).
+            bf16-mixed``): 3.3x per training step on a CPU with AMX (see docs/performance.md).
         compile: Compile the U-Net with ``torch.compile`` (in place, so checkpoints keep plain
             state-dict keys). The first steps are slow while it compiles; training crops have one
             size, but evaluation and tiled prediction see others and compile again for them.

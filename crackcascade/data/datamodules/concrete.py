@@ -51,7 +51,7 @@ class ConcreteCrackDataModule(LoaderDataModule):
         predict_root: Folder of photos for ``predict`` (searched recursively).
         jpeg_draft: Decode JPEGs at least twice ``image_size`` at 1/2, 1/4 or 1/8 scale (no
             smaller than ``image_size``; libjpeg's DCT-domain scaling, several times faster than a
-            full decode). The pixels then differ a little from a full decode resized (the README's
+            full decode). The pixels then differ a little from a full decode resized (benchmarks/README.md's
             input-pipeline table measures how much); False always decodes at full size.
         test_on: ``split`` (the carved test split) or ``all``: ``test`` scores every image of both
             folders, as the paper classified all 40,000 images with a classifier trained on

@@ -33,7 +33,7 @@ CombinedMode = Literal["max_size_cycle", "min_size", "max_size", "proportional"]
 class PhiNetDataModule(LoaderDataModule):
     """PEER Hub ImageNet (Phi-Net) data for the eight-task classifier, in any of three formats.
 
-    Formats (see the README for trees): PHI Challenge arrays ``root/<task>/X_train.npy`` +
+    Formats (see docs/data.md for trees): PHI Challenge arrays ``root/<task>/X_train.npy`` +
     ``y_train.npy`` (memory-mapped), image folders ``root/<task>/<split>/<class>/*``, or CSV
     manifests ``root/train.csv`` (``path,<task>,...``, blank = unlabelled). A seeded validation
     split is carved from train for every task that has none.
@@ -64,7 +64,7 @@ class PhiNetDataModule(LoaderDataModule):
         predict_root: Folder of photos for ``predict`` (searched recursively).
         jpeg_draft: Decode JPEGs at least twice ``image_size`` at 1/2, 1/4 or 1/8 scale (no
             smaller than ``image_size``; libjpeg's DCT-domain scaling, several times faster than a
-            full decode). The pixels then differ a little from a full decode resized (the README's
+            full decode). The pixels then differ a little from a full decode resized (benchmarks/README.md's
             input-pipeline table measures how much); False always decodes at full size.
         decode_on: ``cpu`` (the workers decode) or ``gpu``: the workers read JPEG files' bytes and
             the training device decodes, resizes and augments each batch after its transfer

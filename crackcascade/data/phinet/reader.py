@@ -40,7 +40,7 @@ def detect_format(root: Path) -> Literal["arrays", "folders", "csv"]:
         return "folders"
     raise DataError(
         f"data.root '{root}': no Phi-Net data found (expected train.csv, <task>/X_train.npy or "
-        "<task>/train/<class>/ images); see the README section 'Data formats'"
+        "<task>/train/<class>/ images); see docs/data.md"
     )
 
 

@@ -25,7 +25,7 @@ from crackcascade.cli import main
 from crackcascade.data.unlabeled import native_crop
 from crackcascade.errors import DataError, WeightsError
 
-from .conftest import CONF, ROOT
+from ..conftest import CONF, ROOT
 
 
 def _photos(root: Path, count: int = 8, seed: int = 0) -> Path:

@@ -15,7 +15,7 @@ from PIL import Image
 from crackcascade import CrackSegmenter
 from crackcascade.cli import main
 
-from .conftest import CONF, ROOT
+from ..conftest import CONF, ROOT
 
 
 def _fit(root: Path, out: Path, *extra: str) -> Path:

@@ -19,7 +19,7 @@ from crackcascade.cli import main
 from crackcascade.data.datamodules import CrackMaskDataModule
 from crackcascade.metrics.classification import scores_from_confusion
 
-from .conftest import CONF, ROOT, wandb_inspect
+from ..conftest import CONF, ROOT, wandb_inspect
 
 wandb = pytest.importorskip("wandb")
 

@@ -17,7 +17,7 @@ import yaml
 
 from crackcascade.cli import main
 
-from .conftest import ROOT, wandb_inspect
+from ..conftest import ROOT, wandb_inspect
 
 wandb_agent = pytest.importorskip("wandb.wandb_agent")
 with warnings.catch_warnings():

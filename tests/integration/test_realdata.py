@@ -18,7 +18,7 @@ import pytorch_lightning as pl
 from crackcascade import ConcreteCrackDataModule, CrackMaskDataModule, CrackSegmenter, MultiTaskClassifier
 from crackcascade.hardware import default_precision
 
-from .conftest import SHARED_DATA
+from ..conftest import SHARED_DATA
 
 pytestmark = pytest.mark.realdata
 

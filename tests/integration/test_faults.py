@@ -36,7 +36,7 @@ from crackcascade.models.segmenter import CrackSegmenter
 from crackcascade.outputs import preflight
 from crackcascade.synthetic import write_phinet
 
-from .conftest import CONF, ROOT
+from ..conftest import CONF, ROOT
 
 KILL_STEP = 6
 """Global step after which the run is interrupted: epoch 1 of 3, two of its four batches done."""

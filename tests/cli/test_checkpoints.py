@@ -25,7 +25,7 @@ from crackcascade.checkpoints import CLASS_KEY
 from crackcascade.cli import main
 from crackcascade.synthetic import write_crack_masks
 
-from .conftest import CONF, ROOT
+from ..conftest import CONF, ROOT
 
 THRESHOLD = 0.3
 """The U-Net threshold put into the Python-saved checkpoints: a model built anew would use 0.5."""

@@ -10,7 +10,7 @@ from types import ModuleType
 import nbformat
 from nbformat.v4 import new_output
 
-from .conftest import ROOT
+from ..conftest import ROOT
 
 NOTEBOOKS = ROOT / "notebooks"
 

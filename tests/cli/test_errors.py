@@ -20,8 +20,8 @@ from crackcascade.cli import main
 from crackcascade.models.multitask import MultiTaskClassifier
 from crackcascade.outputs import discard_unused_folders
 
-from .conftest import CONF
-from .test_faults import KILL_STEP, _args, _start, _wait_for, data  # noqa: F401 (data: the fault tests' fixture)
+from ..conftest import CONF
+from ..integration.test_faults import KILL_STEP, _args, _start, _wait_for, data  # noqa: F401 (data: the fault tests' fixture)
 
 
 def _error(capsys: pytest.CaptureFixture[str], args: list[str]) -> str:

@@ -16,7 +16,7 @@ from crackcascade import CrackSegmenter, MultiTaskClassifier, PhiNetDataModule
 from crackcascade.cli import main
 from crackcascade.synthetic import write_concrete_cracks
 
-from .conftest import ROOT
+from ..conftest import ROOT
 
 PAPER = ROOT / "configs" / "paper"
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]

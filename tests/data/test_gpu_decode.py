@@ -29,7 +29,7 @@ from crackcascade.errors import ConfigError, DataError
 from crackcascade.models.multitask import collate_tasks
 from crackcascade.synthetic import write_phinet
 
-from .conftest import CONF
+from ..conftest import CONF
 
 TASK = "damage_state"
 

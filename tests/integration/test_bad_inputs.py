@@ -19,7 +19,7 @@ and of which outcome; each runs as ``test_bad_input[<kind>]``, and a missing one
 test of that name. The properties at the end check the readers and the RLE decoder on generated
 inputs.
 
-The README's Reliability section quotes ``len(CASES)``.
+docs/reliability.md describes these cases by kind, without counting them.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from crackcascade.errors import ConfigError, DataError
 from crackcascade.labels import CRACK_DAMAGE_TYPES, IGNORE_INDEX, get_task, task_index
 from crackcascade.synthetic import write_concrete_cracks
 
-from .conftest import CONF, ROOT, SHARED_DATA
+from ..conftest import CONF, ROOT, SHARED_DATA
 
 STATE = get_task("damage_state")
 TYPE = get_task("damage_type")

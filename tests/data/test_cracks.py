@@ -33,7 +33,7 @@ from crackcascade.labels import SCALES
 from crackcascade.synthetic import main as synthesize
 from crackcascade.synthetic import write_crack_masks
 
-from .conftest import CONF, SHARED_DATA
+from ..conftest import CONF, SHARED_DATA
 
 PIXEL, OBJECT = SCALES[0], SCALES[1]
 CRACK, SPALLING = "crack", "spalling"

@@ -14,7 +14,7 @@ import torch
 
 from crackcascade.labels import TASK_NAMES
 
-from .conftest import ROOT, SHARED_DATA
+from ..conftest import ROOT, SHARED_DATA
 
 
 def _run(script: str, *args: str) -> str:

@@ -23,7 +23,7 @@ from crackcascade.models.cascade import CrackCascade, format_table
 from crackcascade.models.multitask import MultiTaskClassifier
 from crackcascade.models.segmenter import CrackSegmenter
 
-from .conftest import CONF, ROOT, SHARED_DATA, decoded_images
+from ..conftest import CONF, ROOT, SHARED_DATA, decoded_images
 
 
 def _save(module: Any, path: Path, **extra: Any) -> Path:

@@ -467,7 +467,7 @@ def test_cli_rejects_bad_size(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 def test_speed_200_images_at_224_in_arrays_format(tmp_path: Path) -> None:
     """200 images (25 per task) at 224 px: about 3 s on one core of the CI machine.
 
-    The bound is five times the README's claim (1,000 images in 60 s, scaled) so that a busy
+    The bound is five times the measured speed (1,000 images in 60 s, scaled) so that a busy
     2-core machine does not fail it; a generator made ten times slower still would.
     """
     start = time.perf_counter()

@@ -17,7 +17,7 @@ from crackcascade.cli import main
 from crackcascade.labels import TASK_NAMES
 from crackcascade.synthetic import write_phinet
 
-from .conftest import CONF, ROOT
+from ..conftest import CONF, ROOT
 
 
 def _fit(root: Path, out: Path, *extra: str) -> Path:

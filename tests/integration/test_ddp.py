@@ -26,7 +26,7 @@ from crackcascade.data.datamodules import CrackMaskDataModule, PhiNetDataModule
 from crackcascade.errors import DataError
 from crackcascade.synthetic import write_crack_masks, write_phinet
 
-from .conftest import CONF, ROOT
+from ..conftest import CONF, ROOT
 
 TWO = ["--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp"]
 ONE = ["--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.strategy", "auto"]
