@@ -348,6 +348,41 @@ def _take_trust_flag(argv: list[str]) -> tuple[list[str], bool]:
     return rest, trust
 
 
+def build_cli(args: Sequence[str] | None = None, *, run: bool = True) -> CrackcascadeCLI:
+    """The ``crackcascade`` command's Lightning CLI, built as ``crackcascade fit|validate|test|predict`` builds it.
+
+    With ``run=False`` the arguments name no subcommand (``--config FILE --data.root DIR ...``)
+    and nothing runs: the returned CLI holds the model, datamodule and trainer exactly as the
+    config makes them (seeded by its ``seed_everything``), for a script to call ``trainer.fit``
+    and ``trainer.test`` itself (``benchmarks/paper_table1.py`` does). Errors are raised, not
+    turned into exit statuses; :func:`main` does that.
+
+    Args:
+        args: Command-line arguments without the program name; None reads ``sys.argv``.
+        run: Run the subcommand the arguments name (True), or only build the objects.
+
+    Returns:
+        The CLI, with ``.model``, ``.datamodule``, ``.trainer`` and ``.config``.
+    """
+    return CrackcascadeCLI(
+        # crackcascade's models share this root; subclass mode takes any of them by name or path.
+        model_class=CrackcascadeModule,
+        datamodule_class=pl.LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        save_config_callback=LoggerSaveConfigCallback,
+        parser_class=CrackcascadeParser,
+        save_config_kwargs={"overwrite": True},
+        seed_everything_default=0,
+        auto_configure_optimizers=False,
+        # bf16 mixed precision where the hardware runs it natively (about 2-3x faster training
+        # steps on such CPUs and GPUs), else full precision; --trainer.precision overrides it.
+        trainer_defaults={"callbacks": [RunGuard()], "precision": default_precision()},
+        args=None if args is None else list(args),
+        run=run,
+    )
+
+
 def main(args: Sequence[str] | None = None) -> int:
     """Run ``crackcascade``: ``fit``, ``validate``, ``test``, ``predict``, ``synthesize``, ``convert`` or ``export``.
 
@@ -380,23 +415,8 @@ def main(args: Sequence[str] | None = None) -> int:
             return export(argv[1:])
         if argv[:1] in (["-h"], ["--help"]):
             print(USAGE_EXTRA)
-        CrackcascadeCLI(
-            # crackcascade's models share this root; subclass mode takes any of them by name or path.
-            model_class=CrackcascadeModule,
-            datamodule_class=pl.LightningDataModule,
-            subclass_mode_model=True,
-            subclass_mode_data=True,
-            save_config_callback=LoggerSaveConfigCallback,
-            parser_class=CrackcascadeParser,
-            save_config_kwargs={"overwrite": True},
-            seed_everything_default=0,
-            auto_configure_optimizers=False,
-            # bf16 mixed precision where the hardware runs it natively (about 2-3x faster training
-            # steps on such CPUs and GPUs), else full precision; --trainer.precision overrides it.
-            trainer_defaults={"callbacks": [RunGuard()], "precision": default_precision()},
-            # None lets LightningCLI read sys.argv itself (it warns when given both).
-            args=None if args is None else argv,
-        )
+        # None lets LightningCLI read sys.argv itself (it warns when given both).
+        build_cli(None if args is None else argv)
     except KeyboardInterrupt:
         # Outside a Lightning run (which reports where it stopped): while parsing, loading, synthesizing.
         print("crackcascade: stopped by Ctrl-C (SIGINT)", file=sys.stderr)
