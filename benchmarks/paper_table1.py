@@ -133,7 +133,9 @@ def train_and_test(name: str, tasks: Sequence[str], options: list[str], run_dir:
     metrics = dict(model.last_metrics.get("test", {}))
     return {
         "name": name,
-        "tasks": list(tasks),
+        # What the run built, not what it was asked for: the model's heads and the tasks its data labels.
+        "tasks": list(model.tasks),
+        "data_tasks": list(data.tasks),
         "accuracy": {t: metrics[f"{t}_acc"] for t in tasks if f"{t}_acc" in metrics},
         "test_metrics": metrics,
         "sizes": {t: split_sizes(data, t) for t in tasks},

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from crackcascade.labels import TASK_NAMES
+from crackcascade.labels import TASK_NAMES, get_task
 
 from ..conftest import ROOT, SHARED_DATA
 
@@ -264,3 +264,55 @@ def test_pretraining_benchmark_quick(tmp_path: Path) -> None:
     assert all(info["architecture"] == "test_resnet" for info in infos.values())
     both = infos["ssl_crop_synthetic"]
     assert Path(both["initialized_from"]).name.startswith("ssl_crop-"), "SSL then synthetic: one chain"
+
+
+def test_paper_table1_quick_sets_single_task_networks_beside_the_multi_head_one(tmp_path: Path) -> None:
+    paper = tmp_path / "paper.json"
+    paper.write_text(json.dumps({"task1": 0.9123}))  # an alias of scene; damage_type left out
+    saved = tmp_path / "table1.json"
+    out = _run("paper_table1.py", "--quick", "--tasks", "damage_type", "scene", "--threads", "1",
+               "--paper-json", str(paper), "--out", str(saved))  # fmt: skip
+    document = json.loads(saved.read_text())
+    lines = out.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("task "))
+    assert lines[header].rstrip().endswith("ours single  ours 2-head"), lines[header]
+    assert any(line.startswith("paper column: from --paper-json") for line in lines[:header]), out
+    table = [line.split() for line in lines[header + 2 : header + 4]]
+    assert [cells[0] for cells in table] == ["scene", "damage_type"], "the tasks in the official order"
+    # What write_phinet wrote per task: 12 training images (20% carved for validation) and 6 test images.
+    assert document["quick_data"]["n_train"] == 12 and document["quick_data"]["n_test"] == 6
+    runs = {run["name"]: run for run in document["runs"]}
+    assert sorted(runs) == ["multi-head", "single damage_type", "single scene"]
+    multi = runs["multi-head"]
+    assert multi["tasks"] == multi["data_tasks"] == ["scene", "damage_type"]
+    for cells, row in zip(table, document["rows"], strict=True):
+        task = cells[0]
+        single = runs[f"single {task}"]
+        assert row["task"] == task and int(cells[1]) == row["classes"] == get_task(task).num_classes
+        train, val, test = (int(v) for v in cells[2:5])
+        assert (train, val, test) == (row["train"], row["val"], row["test"])
+        assert train + val == 12 and val == round(0.2 * 12) and test == 6
+        assert single["sizes"][task] == multi["sizes"][task] == {"train": train, "val": val, "test": test}
+        # The single-task column is a one-head network trained on that task's data alone ...
+        assert single["tasks"] == single["data_tasks"] == [task] and single["epochs"] == 1
+        assert set(single["test_metrics"]) == {f"{task}_acc", f"{task}_f1", "acc", "f1"}, "no other task scored"
+        assert row["single_task"] == single["accuracy"][task] == single["test_metrics"][f"{task}_acc"]
+        # ... and the multi-head column that network's accuracy on the same task.
+        assert row["multi_head"] == multi["accuracy"][task] == multi["test_metrics"][f"{task}_acc"]
+        for printed, value in zip(cells[6:8], (row["single_task"], row["multi_head"]), strict=True):
+            assert 0.0 <= value <= 1.0 and float(printed) == pytest.approx(value, abs=5e-5)
+        assert (cells[5], row["paper"]) == (("0.9123", 0.9123) if task == "scene" else ("-", None))
+
+
+def test_paper_table1_refuses_a_bad_paper_file_with_one_line(tmp_path: Path) -> None:
+    paper = tmp_path / "paper.json"
+    paper.write_text(json.dumps({"scene": 93.5}))
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "paper_table1.py"), "--quick", "--paper-json", str(paper),
+         "--out", str(tmp_path / "t.json")],
+        capture_output=True, text=True, check=False, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr[-2000:]
+    (line,) = result.stderr.strip().splitlines()
+    assert str(paper) in line and "scene" in line and "not per cent" in line
+    assert not (tmp_path / "t.json").exists()
