@@ -196,6 +196,12 @@ def table_rows(tasks: Sequence[str], runs: list[dict[str, Any]], paper: dict[str
     return rows
 
 
+def _shown(path: Path) -> str:
+    """A path as the table names it: relative to the repository where it lies inside it."""
+    resolved = path.resolve()
+    return str(resolved.relative_to(ROOT)) if resolved.is_relative_to(ROOT) else str(path)
+
+
 def _cell(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
@@ -263,7 +269,7 @@ def run(args: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
             record["tested"] = "best checkpoint (removed)" if record["tested"] != "final weights" else "final weights"
     rows = table_rows(tasks, runs, paper)
     document = {
-        "config": str(args.config),
+        "config": _shown(args.config),
         "data_root": "synthetic (--quick)" if args.quick else (str(data_root) if data_root else "the config's"),
         "quick": bool(args.quick),
         "quick_data": QUICK_DATA if args.quick else None,

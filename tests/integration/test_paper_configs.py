@@ -13,7 +13,7 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 from crackcascade import CrackSegmenter, MultiTaskClassifier, PhiNetDataModule
-from crackcascade.cli import main
+from crackcascade.cli import build_cli, main
 from crackcascade.synthetic import write_concrete_cracks
 
 from ..conftest import ROOT
@@ -108,6 +108,23 @@ def test_paper_classifier_runs_with_local_weights(
     assert isinstance(run.datamodule, PhiNetDataModule) and run.datamodule.combined_mode == "proportional"
     (only,) = run.datamodule.train_dataloader().flattened  # one loader over every task's images
     assert len(only.dataset) == sum(len(ds) for ds in run.datamodule.datasets["train"].values())
+
+
+def test_build_cli_without_running_makes_the_configs_objects_one_task(
+    phinet_roots: dict[str, Path], tiny_weights: Path, tmp_path: Path
+) -> None:
+    """What benchmarks/paper_table1.py builds each run from: the config's recipe, one task, nothing run yet."""
+    cli = build_cli(["--config", str(PAPER / "classifier.yaml"), "--data.root", str(phinet_roots["arrays"]),
+                     "--model.backbone", "test_resnet", "--model.pretrained_weights", str(tiny_weights),
+                     "--data.tasks", "[damage_type]", "--model.tasks", "[damage_type]",
+                     "--trainer.default_root_dir", str(tmp_path), *QUIET], run=False)  # fmt: skip
+    model, data, trainer = cli.model, cli.datamodule, cli.trainer
+    assert isinstance(model, MultiTaskClassifier) and isinstance(data, PhiNetDataModule)
+    assert model.tasks == ("damage_type",) and list(model.heads) == ["damage_type"]
+    assert (model.hparams.optimizer, model.hparams.lr, model.hparams.momentum) == ("sgd", 0.001, 0.9)
+    assert (data.val_fraction, data.batch_size, data.combined_mode) == (0.2, 40, "proportional")
+    assert trainer.max_epochs == 100 and trainer.global_step == 0 and not data.datasets  # built, not run
+    assert "subcommand" not in cli.config
 
 
 @pytest.mark.parametrize(
