@@ -14,13 +14,15 @@ datamodule's datasets after setup), the paper's accuracy, ours single-task and o
 (that network's test accuracy on the task). The same table, with each run's tasks, test metrics
 and log folder, is written as JSON (``--out``).
 
-Each run is tested with the checkpoint its config's first ModelCheckpoint judged best on
-validation (``val_acc`` in the paper config), or with its final weights where there is none.
+Every run uses one device (``--trainer.devices 1``: the config's ``auto`` would start Lightning's
+multi-GPU launcher, which runs this whole script again per process). Each run is tested with the
+checkpoint its config's first ModelCheckpoint judged best on validation (``val_acc`` in the
+paper config), or with its final weights where there is none.
 
 **The paper column.** crackcascade does not transcribe the paper's per-task accuracies; they come
 from ``--paper-json FILE``, a JSON object of test accuracies as fractions
-(``{"scene": 0.93, "damage_type": 0.72, ...}``, task names or aliases such as ``task1``), which a
-user who has the paper can write. A task the file leaves out prints as ``-``.
+(``{"<task>": <accuracy between 0 and 1>, ...}``, task names or aliases such as ``task1``), which
+a user who has the paper can write. A task the file leaves out prints as ``-``.
 
     python benchmarks/paper_table1.py --data-root /data/phinet             # the paper's protocol
     python benchmarks/paper_table1.py --data-root /data/phinet --paper-json table1.json \\
@@ -79,7 +81,7 @@ def quick_options(workdir: Path) -> list[str]:
     return [
         "--model.backbone", "test_resnet", "--model.pretrained_weights", str(weights),
         "--data.image_size", "32", "--data.batch_size", "8", "--data.num_workers", "0",
-        "--trainer.max_epochs", "1", "--trainer.accelerator", "cpu", "--trainer.devices", "1",
+        "--trainer.max_epochs", "1", "--trainer.accelerator", "cpu",
         "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
         "--trainer.enable_model_summary", "false",
     ]  # fmt: skip
@@ -154,12 +156,10 @@ def read_paper(path: Path | None) -> dict[str, float]:
         values = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise ConfigError(
-            f"--paper-json '{path}': {one_line(err)}; give a JSON object such as {{\"scene\": 0.93}}"
+            f"--paper-json '{path}': {one_line(err)}; give a JSON object of task -> accuracy between 0 and 1"
         ) from None
     if not isinstance(values, dict):
-        raise ConfigError(
-            f"--paper-json '{path}': expected a JSON object of task -> accuracy, such as {{\"scene\": 0.93}}"
-        )
+        raise ConfigError(f"--paper-json '{path}': expected a JSON object of task -> accuracy between 0 and 1")
     paper: dict[str, float] = {}
     for key, value in values.items():
         try:
@@ -231,7 +231,7 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="the recipe of every run")
     parser.add_argument("--data-root", type=Path, help="Phi-Net root (default: the config's data.root)")
     parser.add_argument("--tasks", nargs="+", default=list(TASK_NAMES), help="tasks to run (default: all eight)")
-    parser.add_argument("--paper-json", type=Path, help='the paper\'s accuracy per task, {"scene": 0.93, ...}')
+    parser.add_argument("--paper-json", type=Path, help="the paper's test accuracy per task: JSON, task -> fraction")
     parser.add_argument("--out", type=Path, default=Path("logs/benchmarks/paper_table1.json"))
     parser.add_argument("--quick", action="store_true", help="tiny synthetic data and model, CPU (a smoke run)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
@@ -250,7 +250,9 @@ def run(args: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="paper_table1_") as scratch:
         workdir = Path(scratch)
-        options = ["--config", str(args.config)]
+        # One device per run: Lightning's multi-GPU launcher would start this whole script again in
+        # each process. `-- --trainer.devices N` overrides it, at that cost.
+        options = ["--config", str(args.config), "--trainer.devices", "1"]
         data_root = args.data_root
         if args.quick:
             data_root = write_phinet(workdir / "phinet", format="arrays", tasks=tasks, **QUICK_DATA)
