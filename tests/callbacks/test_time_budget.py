@@ -12,7 +12,10 @@ import torch
 from pytorch_lightning.demos.boring_classes import BoringModel
 
 from crackcascade.callbacks import TimeBudget
+from crackcascade.cli import main
 from crackcascade.errors import ConfigError
+
+from ..conftest import CONF
 
 
 class FakeClock:
@@ -107,10 +110,6 @@ def test_refuses_a_module_scheduler_and_bad_options(tmp_path: Path) -> None:
 
 def test_from_the_command_line(crack_roots: dict[str, Path], tmp_path: Path) -> None:
     """`--trainer.callbacks+=crackcascade.callbacks.TimeBudget` ends an epoch-unbounded run and is saved with it."""
-    from crackcascade.cli import main
-
-    from .conftest import CONF
-
     main(["fit", "--config", str(CONF / "unet.yaml"), "--data.root", str(crack_roots["masks"]),
           "--trainer.default_root_dir", str(tmp_path), "--trainer.max_epochs", "-1", "--model.scheduler", "none",
           "--trainer.callbacks+=crackcascade.callbacks.TimeBudget", "--trainer.callbacks.minutes=0.02"])  # fmt: skip
