@@ -380,13 +380,13 @@ def test_a_checkpoint_with_pickled_objects_is_refused_converted_or_trusted(
     assert info.value.code == 2
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert line == (
-        f"crackcascade: error: --ckpt_path: '{evil}' holds pickled Python objects (tests.test_faults._run_code), "
+        f"crackcascade: error: --ckpt_path: '{evil}' holds pickled Python objects ({__name__}._run_code), "
         f"which could run code when loaded; if you trust its source, convert it once with `crackcascade convert {evil} "
         "<new>.ckpt` (or <new>.safetensors for the weights alone), or pass --trust_checkpoint true "
         "(CRACKCASCADE_TRUST_CHECKPOINTS=1)"
     )
     assert not ran.exists(), "refusing the file ran none of its code"
-    with pytest.raises(WeightsError, match=r"model.classifier: '.*' holds pickled Python objects \(tests.test_faults"):
+    with pytest.raises(WeightsError, match=rf"model.classifier: '.*' holds pickled Python objects \({__name__}"):
         load_classifier(evil)
     assert not ran.exists()
 
@@ -399,7 +399,7 @@ def test_a_checkpoint_with_pickled_objects_is_refused_converted_or_trusted(
 
     safe, weights = tmp_path / "converted.ckpt", tmp_path / "converted.safetensors"
     assert main(["convert", str(evil), str(safe)]) == 0
-    assert "dropped extra (tests.test_faults.Leftover): not a tensor or plain value" in capsys.readouterr().err
+    assert f"dropped extra ({__name__}.Leftover): not a tensor or plain value" in capsys.readouterr().err
     assert main(["convert", str(evil), str(weights)]) == 0
     converted = torch.load(safe, map_location="cpu", weights_only=True)
     assert "extra" not in converted and converted["global_step"] == checkpoint["global_step"]

@@ -140,7 +140,7 @@ class _Pickled:
 def test_pickled_objects_are_refused(tmp_path: Path, reference: torch.nn.Module) -> None:
     torch.save({"state_dict": reference.state_dict(), "extra": _Pickled()}, tmp_path / "unsafe.pth")
     with pytest.raises(
-        WeightsError, match=r"unsafe.pth holds pickled Python objects \(tests.test_multitask._Pickled\).*convert"
+        WeightsError, match=rf"unsafe.pth holds pickled Python objects \({__name__}._Pickled\).*convert"
     ):
         MultiTaskClassifier(backbone="test_resnet", pretrained_weights=str(tmp_path / "unsafe.pth"))
 
