@@ -24,6 +24,7 @@ is given over the U-Net alone and over the ungated cascade (the target: gated at
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shutil
 import time
@@ -168,6 +169,7 @@ def main() -> None:
     parser.add_argument("--backbone", default="resnet18", help="timm backbone of the gate")
     parser.add_argument("--gate-size", type=int, default=224, help="side the gate classifier sees")
     parser.add_argument("--gate-epochs", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=1, help="timed rounds of the three pipelines; the best counts")
     parser.add_argument("--classifier", type=Path, help="use this gate checkpoint instead of training one")
     parser.add_argument("--segmenter", type=Path, help="use this U-Net checkpoint instead of training one")
     parser.add_argument("--threads", type=int, default=2)
@@ -179,6 +181,7 @@ def main() -> None:
         args.encoder, args.backbone, args.gate_size, args.unet_epochs, args.gate_epochs = (
             "tu-test_resnet", "test_resnet", 64, 2, 10,
         )  # fmt: skip
+        args.rounds = max(args.rounds, 3)
     torch.set_num_threads(args.threads)
     args.accelerator = "cuda" if torch.cuda.is_available() else "cpu"
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -192,14 +195,20 @@ def main() -> None:
     unet = load_segmenter(segmenter, "--segmenter")
     gated = CrackCascade(str(classifier), str(segmenter), gate_task="damage_state", gate_classes=["damaged"])
     ungated = CrackCascade(str(classifier), str(segmenter), gate_task=None)
-    rows: list[tuple[str, float, float]] = []
-    seconds, _ = timed_predict(unet, photos, args, precision)
-    rows.append(("U-Net alone, every photo (baseline)", seconds, 1.0))
-    seconds, _ = timed_predict(ungated, photos, args, precision)
-    rows.append(("cascade, ungated", seconds, 1.0))
-    seconds, records = timed_predict(gated, photos, args, precision)
+    # Best of alternating rounds: a pause of the machine in one run then moves no ratio.
+    best = {"unet": math.inf, "ungated": math.inf, "gated": math.inf}
+    records: list = []
+    for _ in range(args.rounds):
+        for name, model in (("unet", unet), ("ungated", ungated), ("gated", gated)):
+            seconds, found = timed_predict(model, photos, args, precision)
+            best[name] = min(best[name], seconds)
+            records = found if name == "gated" else records
     passed = [bool(r["segmented"]) for r in records]
-    rows.append(("cascade, gated (damage_state)", seconds, sum(passed) / len(passed)))
+    rows: list[tuple[str, float, float]] = [
+        ("U-Net alone, every photo (baseline)", best["unet"], 1.0),
+        ("cascade, ungated", best["ungated"], 1.0),
+        ("cascade, gated (damage_state)", best["gated"], sum(passed) / len(passed)),
+    ]
 
     correct = sum(p == t for p, t in zip(passed, truth, strict=True))
     missed = sum(t and not p for p, t in zip(passed, truth, strict=True))
