@@ -37,10 +37,10 @@ from torchvision.transforms import v2
 
 from crackcascade.data.batch_augment import BatchAugment, apply_params
 from crackcascade.data.io import read_image
+from crackcascade.data.phinet.datasets import label_matrix
 from crackcascade.data.transforms import classification_transform
 from crackcascade.data.types import Sample
 from crackcascade.errors import ConfigError, DataError, first_line
-from crackcascade.labels import IGNORE_INDEX, TASK_NAMES
 
 DecodeOn = Literal["cpu", "gpu"]
 
@@ -129,11 +129,7 @@ class ImageBytesDataset(Dataset[Sample]):
 
     def __init__(self, paths: Sequence[Path], labels: np.ndarray | None = None, transform: Any = None) -> None:
         self.paths = [Path(p) for p in paths]
-        if labels is None:
-            labels = np.full((len(self.paths), len(TASK_NAMES)), IGNORE_INDEX, dtype=np.int64)
-        self.labels = torch.as_tensor(np.asarray(labels, dtype=np.int64))
-        if self.labels.shape != (len(self.paths), len(TASK_NAMES)):
-            raise ValueError(f"labels must have shape ({len(self.paths)}, {len(TASK_NAMES)})")
+        self.labels = label_matrix(len(self.paths), labels)
         steps = split_resize(transform)[1] if transform is not None else []
         self.augment = BatchAugment(steps) if steps else None
 

@@ -29,6 +29,20 @@ def label_vector(task_column: int, label: int) -> torch.Tensor:
     return vec
 
 
+def label_matrix(count: int, labels: np.ndarray | None) -> torch.Tensor:
+    """``(count, len(TASK_NAMES))`` int64 labels, all ``-1`` (unknown) when ``labels`` is None.
+
+    Raises:
+        ValueError: If ``labels`` has another shape.
+    """
+    if labels is None:
+        return torch.full((count, len(TASK_NAMES)), IGNORE_INDEX, dtype=torch.long)
+    matrix = torch.as_tensor(np.asarray(labels, dtype=np.int64))
+    if matrix.shape != (count, len(TASK_NAMES)):
+        raise ValueError(f"labels must have shape ({count}, {len(TASK_NAMES)})")
+    return matrix
+
+
 class ArrayTaskDataset(Dataset[Sample]):
     """One task's images from a PHI Challenge ``X_*.npy`` array, read through a memory map.
 
@@ -99,11 +113,7 @@ class ImageFileDataset(Dataset[Sample]):
         min_size: int | None = None,
     ) -> None:
         self.paths = [Path(p) for p in paths]
-        if labels is None:
-            labels = np.full((len(self.paths), len(TASK_NAMES)), IGNORE_INDEX, dtype=np.int64)
-        self.labels = torch.as_tensor(np.asarray(labels, dtype=np.int64))
-        if self.labels.shape != (len(self.paths), len(TASK_NAMES)):
-            raise ValueError(f"labels must have shape ({len(self.paths)}, {len(TASK_NAMES)})")
+        self.labels = label_matrix(len(self.paths), labels)
         self.transform = transform
         self.min_size = min_size
 
