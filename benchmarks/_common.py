@@ -32,3 +32,14 @@ def quiet_trainer(**options: Any) -> pl.Trainer:
         "num_sanity_val_steps": 0,
     }
     return pl.Trainer(**{**defaults, **options})
+
+
+def validated_test_row(trainer: pl.Trainer, model: Any, data: pl.LightningDataModule) -> dict[str, Any]:
+    """A U-Net's first test row (scale and class) after validation has picked its threshold.
+
+    Validation runs first so that the threshold comes from the validation photos, never from test.
+    """
+    trainer.validate(model, datamodule=data, verbose=False)
+    trainer.test(model, datamodule=data, verbose=False)
+    (_, _, row), *_ = model.last_metrics["test"]["rows"]
+    return dict(row)

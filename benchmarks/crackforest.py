@@ -34,7 +34,7 @@ import pytorch_lightning as pl
 import segmentation_models_pytorch as smp
 import torch
 import torch.nn.functional as F  # noqa: N812
-from _common import quiet_trainer
+from _common import quiet_trainer, validated_test_row
 from PIL import Image
 
 from crackcascade import CrackMaskDataModule, CrackSegmenter
@@ -150,15 +150,11 @@ def ours(
     start = time.perf_counter()
     trainer.fit(model, datamodule=data)
     minutes = (time.perf_counter() - start) / 60
-    trainer.validate(model, datamodule=data, verbose=False)
-    trainer.test(model, datamodule=data, verbose=False)
-    (_, _, row), *_ = model.last_metrics["test"]["rows"]
+    row = validated_test_row(trainer, model, data)
     results = {"": {**row, "steps": trainer.global_step, "minutes": minutes}}
     # The same network with flip test-time augmentation; its threshold is picked on val again.
     model.hparams["tta"] = True
-    trainer.validate(model, datamodule=data, verbose=False)
-    trainer.test(model, datamodule=data, verbose=False)
-    (_, _, row), *_ = model.last_metrics["test"]["rows"]
+    row = validated_test_row(trainer, model, data)
     results[" + flip TTA"] = {**row, "steps": trainer.global_step, "minutes": minutes}
     return results
 

@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from _common import quiet_trainer
+from _common import quiet_trainer, validated_test_row
 from cascade_phinet import DEFAULT_ROOT as PHINET_ROOT
 from cascade_phinet import crack_data, write_gate_set
 from crackforest import DEFAULT_ROOT as CRACKFOREST_ROOT
@@ -229,10 +229,7 @@ def crackforest(args: argparse.Namespace, weights: Path | None, encoder: str, pr
     start = time.perf_counter()
     trainer.fit(model, datamodule=data)
     minutes = (time.perf_counter() - start) / 60
-    trainer.validate(model, datamodule=data, verbose=False)
-    trainer.test(model, datamodule=data, verbose=False)
-    (_, _, row), *_ = model.last_metrics["test"]["rows"]
-    return {**row, "minutes": minutes}
+    return {**validated_test_row(trainer, model, data), "minutes": minutes}
 
 
 def crack_probabilities(model: MultiTaskClassifier, loader: Any) -> tuple[np.ndarray, np.ndarray]:
