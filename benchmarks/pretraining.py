@@ -26,6 +26,7 @@ Then, each with the same budget and recipe, thresholds from validation, scored o
 
     python benchmarks/pretraining.py                 # the docs' table (about 3.5 hours on 2 cores)
     python benchmarks/pretraining.py --quick         # a smoke run of seconds
+    python benchmarks/pretraining.py --seed 1 --parts gate   # the spread: fine-tuning again, backbones cached
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ from crackcascade.models.multitask import collate_tasks
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 VARIANTS = ("scratch", "SSL crop", "SSL resize", "synthetic", "SSL crop + synthetic")
+PARTS = ("crackforest", "gate", "cascade")
 
 
 def ssl_photos(crackforest: Path, phinet: Path, quick: bool, folder: Path) -> tuple[int, int]:
@@ -198,7 +200,7 @@ def cost(entry: tuple[Path | None, dict, bool], backbones: dict) -> float:
 
 def crackforest(args: argparse.Namespace, weights: Path | None, encoder: str, precision: str) -> dict[str, float]:
     """Fine-tune the U-Net on CrackForest for the budget; test scores at the validation threshold."""
-    pl.seed_everything(0, verbose=False)
+    pl.seed_everything(args.seed, verbose=False)
     crop = 64 if args.quick else 256
     data = CrackMaskDataModule(
         root=str(args.crackforest_root),
@@ -262,7 +264,7 @@ def binary(scores: np.ndarray, truth: np.ndarray, threshold: float) -> dict[str,
 
 def gate(args: argparse.Namespace, weights: Path | None, arch: str, precision: str, name: str) -> tuple[dict, Path]:
     """Fine-tune the crack gate for the budget; threshold from validation balanced accuracy; test scores."""
-    pl.seed_everything(0, verbose=False)
+    pl.seed_everything(args.seed, verbose=False)
     size = 32 if args.quick else 224
     data = PhiNetDataModule(
         root=str(args.workdir / "gate_data"),
@@ -287,7 +289,7 @@ def gate(args: argparse.Namespace, weights: Path | None, arch: str, precision: s
         default_root_dir=str(args.workdir),
     )
     trainer.fit(model, datamodule=data)
-    checkpoint = args.workdir / "gates" / f"{name.replace(' ', '_').replace('+', 'and')}.ckpt"
+    checkpoint = args.workdir / "gates" / f"{name.replace(' ', '_').replace('+', 'and')}-seed{args.seed}.ckpt"
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
     trainer.save_checkpoint(checkpoint)
     data.setup("test")
@@ -353,10 +355,16 @@ def main() -> None:
     parser.add_argument("--finetune-minutes", type=float, default=12.0, help="each CrackForest fine-tuning")
     parser.add_argument("--gate-minutes", type=float, default=6.0, help="each gate fine-tuning")
     parser.add_argument("--precision", choices=("auto", "32", "bf16-mixed"), default="auto")
+    parser.add_argument("--seed", type=int, default=0, help="fine-tuning seed (pretraining keeps 0): run-to-run spread")
+    parser.add_argument(
+        "--parts", nargs="+", choices=PARTS, default=list(PARTS), help="tables to make (cascade needs gate)"
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workdir", type=Path, default=Path("logs/benchmarks/pretraining"))
     parser.add_argument("--quick", action="store_true", help="tiny backbone, seconds each (a smoke run)")
     args = parser.parse_args()
+    if "cascade" in args.parts and "gate" not in args.parts:
+        parser.error("--parts cascade needs gate too (the cascade rows use the gates trained there)")
     for root, marker in ((args.crackforest_root, "train.txt"), (args.phinet_root, "images")):
         if not (root / marker).exists():
             raise SystemExit(f"pretraining.py: no data at '{root}' ({marker} missing); pass its --*-root")
@@ -375,11 +383,26 @@ def main() -> None:
     results: dict[str, Any] = {
         "machine": f"{os.cpu_count()} CPUs, {args.threads} threads, {precision}",
         "date": time.strftime("%Y-%m-%d"),
+        "seed": args.seed,
         "crackforest": {},
         "gate": {},
         "cascade": {},
     }
 
+    if "crackforest" in args.parts:
+        crackforest_table(args, backbones, costs, encoder, precision, results)
+    if "gate" in args.parts:
+        gates = gate_table(args, backbones, costs, arch, precision, results)
+    if "cascade" in args.parts:
+        cascade_table(args, gates, results)
+    output = args.workdir / ("pretraining.json" if args.seed == 0 else f"pretraining-seed{args.seed}.json")
+    output.write_text(json.dumps(results, indent=1, default=str))
+    print(f"\nwritten {output}")
+
+
+def crackforest_table(args: argparse.Namespace, backbones: dict, costs: dict, encoder: str, precision: str,
+                      results: dict[str, Any]) -> None:  # fmt: skip
+    """Fine-tune the CrackForest U-Net from every backbone; print its table, fill ``results``."""
     print(
         f"\nCrackForest U-Net {encoder}, 72 train (20% val) / 46 test, {args.finetune_minutes:g} min fine-tuning each"
     )
@@ -396,6 +419,10 @@ def main() -> None:
             f"{row['iou']:>8.3f}{row['threshold']:>8.2f}"
         )
 
+
+def gate_table(args: argparse.Namespace, backbones: dict, costs: dict, arch: str, precision: str,
+               results: dict[str, Any]) -> dict[str, tuple[Path, float]]:  # fmt: skip
+    """Fine-tune the crack gate from every backbone; print its table, fill ``results``; the gates and thresholds."""
     counts = write_gate_set(crack_data(args.phinet_root, args.quick), args.workdir / "gate_data")
     test = counts["test"]
     print(f"\nPhi-Net pixel crack gate ({arch}), {args.gate_minutes:g} min fine-tuning each, test photos {test}")
@@ -414,7 +441,11 @@ def main() -> None:
             f"{name:<22}{costs[name]:>13.1f}{row['acc']:>8.3f}{row['bal_acc']:>8.3f}{row['macro_f1']:>9.3f}"
             f"{row['threshold']:>8.2f}"
         )
+    return gates
 
+
+def cascade_table(args: argparse.Namespace, gates: dict[str, tuple[Path, float]], results: dict[str, Any]) -> None:
+    """The cascade with every gate (and the U-Net alone); print its table, fill ``results``."""
     segmenter = quick_segmenter(args) if args.quick and not args.segmenter.is_file() else args.segmenter
     args.segmenter = segmenter
     print(f"\nCascade on Phi-Net pixel test photos, U-Net {segmenter}")
@@ -435,8 +466,6 @@ def main() -> None:
                     f"{label:<22}{row['mode']:<9}{row['ran']:>6.2f}{row['f1']:>8.3f}{row['localization']:>9.3f}"
                     f"{row['paper_localization']:>10.3f}{row['pixel_iou']:>9.3f}{row['pixel_f1']:>8.3f}"
                 )
-    (args.workdir / "pretraining.json").write_text(json.dumps(results, indent=1, default=str))
-    print(f"\nwritten {args.workdir / 'pretraining.json'}")
 
 
 if __name__ == "__main__":

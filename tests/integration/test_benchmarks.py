@@ -267,6 +267,15 @@ def test_pretraining_benchmark_quick(tmp_path: Path) -> None:
     assert all(info["architecture"] == "test_resnet" for info in infos.values())
     both = infos["ssl_crop_synthetic"]
     assert Path(both["initialized_from"]).name.startswith("ssl_crop-"), "SSL then synthetic: one chain"
+    # A second seed for the run-to-run spread: every backbone from the cache, its own JSON, one table.
+    stamps = {b: b.stat().st_mtime_ns for b in backbones}
+    out = _run("pretraining.py", "--quick", "--workdir", str(tmp_path), "--threads", "1", "--seed", "1",
+               "--parts", "crackforest")  # fmt: skip
+    again = json.loads((tmp_path / "pretraining-seed1.json").read_text())
+    assert again["seed"] == 1 and not again["gate"] and not again["cascade"] and "Phi-Net" not in out
+    assert all(again["crackforest"][name]["cached"] for name in variants[1:])
+    assert {b: b.stat().st_mtime_ns for b in backbones} == stamps, "a cached backbone was trained again"
+    assert json.loads((tmp_path / "pretraining.json").read_text()) == results, "seed 0's results kept"
 
 
 def test_paper_table1_quick_sets_single_task_networks_beside_the_multi_head_one(tmp_path: Path) -> None:
