@@ -91,10 +91,15 @@ def ssl_photos(crackforest: Path, phinet: Path, quick: bool, folder: Path) -> tu
     return len(pool), len(scored)
 
 
+def file_stem(name: str) -> str:
+    """A variant's name as a file name: ``SSL crop + synthetic`` -> ``SSL_crop_and_synthetic``."""
+    return name.replace(" ", "_").replace("+", "and")
+
+
 def cached(cache: Path, name: str, settings: dict[str, Any], train: Any) -> tuple[Path, dict[str, Any], bool]:
     """The backbone file for ``settings``, trained by ``train(path)`` unless a cached one exists."""
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
-    path = cache / f"{name.replace(' ', '_').replace('+', 'and')}-{key}.safetensors"
+    path = cache / f"{file_stem(name)}-{key}.safetensors"
     hit = path.is_file()
     if not hit:
         train(path)
@@ -289,7 +294,7 @@ def gate(args: argparse.Namespace, weights: Path | None, arch: str, precision: s
         default_root_dir=str(args.workdir),
     )
     trainer.fit(model, datamodule=data)
-    checkpoint = args.workdir / "gates" / f"{name.replace(' ', '_').replace('+', 'and')}-seed{args.seed}.ckpt"
+    checkpoint = args.workdir / "gates" / f"{file_stem(name)}-seed{args.seed}.ckpt"
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
     trainer.save_checkpoint(checkpoint)
     data.setup("test")
@@ -393,8 +398,8 @@ def main() -> None:
         crackforest_table(args, backbones, costs, encoder, precision, results)
     if "gate" in args.parts:
         gates = gate_table(args, backbones, costs, arch, precision, results)
-    if "cascade" in args.parts:
-        cascade_table(args, gates, results)
+        if "cascade" in args.parts:  # the cascade rows use the gates just trained (checked above)
+            cascade_table(args, gates, results)
     output = args.workdir / ("pretraining.json" if args.seed == 0 else f"pretraining-seed{args.seed}.json")
     output.write_text(json.dumps(results, indent=1, default=str))
     print(f"\nwritten {output}")
